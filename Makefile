@@ -1,0 +1,34 @@
+# Fresh machine:  make run   (install, then the toy-world pipeline)   |   make test   (install, then the tests)
+# GPU users: make run TORCH_INDEX=https://download.pytorch.org/whl/cu126   (any CUDA build of torch 2.13.0)
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install run test test-fast bench mlflow-ui clean
+
+$(BIN)/dcv: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/dcv
+
+install: $(BIN)/dcv
+
+run: install
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+
+test: install
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-fast: install
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV)

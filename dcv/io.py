@@ -1,0 +1,112 @@
+"""Atomic outputs: everything is written to a hidden temporary sibling and renamed into place when complete.
+
+A process killed mid-write leaves only `.tmp-*` siblings, which no reader takes for a result and which the next
+writer removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+TMP_PREFIX = ".tmp-"
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.parent / f"{TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def clean_stale(path: Path) -> None:
+    """Remove temporaries that a killed writer left beside `path`."""
+    path = Path(path)
+    if not path.parent.exists():
+        return
+    for p in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or directory if it exists."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary directory that replaces `path` only if the block completes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
+    tmp = _tmp_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    remove(path)
+    os.replace(tmp, path)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically (temporary sibling, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
+    tmp = _tmp_sibling(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, fixed indent, trailing newline, so equal values give equal bytes."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, dumps_json(obj))
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read a JSONL file; a malformed line raises DcvError naming file and line."""
+    from dcv.errors import DcvError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DcvError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DcvError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DcvError(f"{path}:{i}: expected a JSON object")
+            rows.append(row)
+    return rows

@@ -1,0 +1,109 @@
+"""Loading and saving model directories, toy or Hugging Face, with their tokenizers and provenance.
+
+Every directory the pipeline writes holds `dcv_model.json` saying how to load its tokenizer (the toy tokenizer must
+be loaded with PreTrainedTokenizerFast, shared/STACK.md gotcha 1) and where the weights came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from dcv.errors import DcvError
+
+MARKER = "dcv_model.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DcvError("common.device is cuda but no CUDA device is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weight_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every weight file in a model directory, by relative path."""
+    directory = Path(directory)
+    return {str(p.relative_to(directory)): sha256_file(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
+
+
+def resolve_hf(ref: str, revision: str | None) -> tuple[Path, str | None]:
+    """A local directory for a Hugging Face id or path, and the commit it resolves to (None for plain dirs).
+
+    Offline (HF_HUB_OFFLINE=1) only the local cache is consulted.
+    """
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        return p, None
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = Path(snapshot_download(ref, revision=revision,
+                                       local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1"))
+    except Exception as e:  # noqa: BLE001  (hub errors have many types)
+        raise DcvError(f"base.hf.model: cannot resolve {ref!r} (revision {revision}): {str(e).splitlines()[0][:200]}") from None
+    return local, local.name
+
+
+def load_tokenizer(directory: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    marker = read_marker(directory)
+    cfg_file = directory / "tokenizer_config.json"
+    cls = json.loads(cfg_file.read_text()).get("tokenizer_class") if cfg_file.is_file() else None
+    # A plain tokenizers-backed tokenizer: AutoTokenizer would rebuild the model type's own class from it.
+    if marker.get("tokenizer") == "word-level" or cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    tok = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def read_marker(directory: Path) -> dict:
+    f = Path(directory) / MARKER
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def load_model(directory: Path, device: str = "cpu", dtype: str = "auto", trust_remote_code: bool = False):
+    """(model, tokenizer) of a model directory, in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise DcvError(f"{directory}: not a model directory (no config.json)")
+    dev = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=resolve_dtype(dtype, dev),
+                                                 trust_remote_code=trust_remote_code)
+    model.to(dev).eval()
+    return model, load_tokenizer(directory, trust_remote_code)
+
+
+def save_model(model, tok, directory: Path, marker: dict) -> None:
+    """save_pretrained of model and tokenizer plus the marker; only deterministic files."""
+    directory = Path(directory)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tok.save_pretrained(str(directory))
+    (directory / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")

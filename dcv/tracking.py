@@ -1,0 +1,133 @@
+"""One MLflow run per stage execution: tags, params, step metrics, final metrics and artifacts.
+
+The tracking URI comes from MLFLOW_TRACKING_URI, else `sqlite:///<root>/mlflow.db` with an absolute path (DVC's
+temporary experiment runs change the working directory; DVC_ROOT names the real repository root). The store is
+opened and written before any compute, so an unreachable store fails the stage at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from dcv.errors import DcvError
+
+
+def default_uri(root: Path) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path(os.environ.get("DVC_ROOT") or root).resolve()
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict as dotted keys (lists are skipped: they are curves, logged by step)."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, bool):
+            out[key] = float(v)
+        elif isinstance(v, (int, float)) and math.isfinite(v):
+            out[key] = float(v)
+    return out
+
+
+def git_commit(root: Path) -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class StageRun:
+    """An open MLflow run of one stage; use as a context manager (`with StageRun(...) as run:`)."""
+
+    def __init__(self, stage: str, experiment: str, root: Path, params: dict[str, Any], tags: dict[str, str]):
+        self.stage, self.experiment, self.root = stage, experiment, Path(root)
+        self.params, self.tags = params, tags
+        self.uri = default_uri(self.root)
+        self._run = None
+
+    def __enter__(self) -> "StageRun":
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        import logging
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        import mlflow
+
+        try:
+            if self.uri.startswith("sqlite:///"):
+                db = Path(self.uri[len("sqlite:///"):])
+                if not db.parent.is_dir():
+                    raise OSError(f"directory {db.parent} does not exist")
+                if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+                    raise OSError(f"{db} is not writable")
+            mlflow.set_tracking_uri(self.uri)
+            if mlflow.get_experiment_by_name(self.experiment) is None:
+                # Artifacts beside the store, not under whatever directory the stage happens to run in.
+                root = Path(os.environ.get("DVC_ROOT") or self.root).resolve()
+                art = (root / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+                mlflow.create_experiment(self.experiment, artifact_location=art)
+            mlflow.set_experiment(self.experiment)
+            self._run = mlflow.start_run(run_name=self.stage, tags=self.tags)
+            mlflow.log_params(flatten_params(self.params))
+        except Exception as e:  # any failure to reach or write the store ends the stage before compute
+            if self._run is not None:
+                mlflow.end_run(status="FAILED")
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DcvError(f"MLflow tracking store {self.uri}: cannot be reached or written ({msg[:300]})") from None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import mlflow
+
+        mlflow.end_run(status="FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED"))
+
+    @property
+    def run_id(self) -> str:
+        return self._run.info.run_id
+
+    def log_step(self, step: int, metrics: dict) -> None:
+        import mlflow
+
+        flat = flatten(metrics)
+        if flat:
+            mlflow.log_metrics(flat, step=step)
+
+    def log_final(self, metrics: dict) -> None:
+        """The same values as the stage's metrics JSON, as flat MLflow metrics."""
+        import mlflow
+
+        flat = flatten(metrics)
+        for i in range(0, len(flat), 900):
+            mlflow.log_metrics(dict(list(flat.items())[i : i + 900]))
+
+    def log_artifacts(self, path: Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        path = Path(path)
+        (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(str(path), artifact_path)
+
+    def log_dict(self, obj: dict, name: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(obj, name)
+
+
+def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_params(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if not isinstance(v, str) else v
+    return out

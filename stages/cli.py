@@ -1,0 +1,69 @@
+"""The `dcv` command: `dcv stage <name>` runs one pipeline stage, as `dvc repro` does.
+
+Heavy libraries (torch, transformers, mlflow) are imported inside commands, so `dcv --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differential circuit vulnerability: which circuits does fine-tuning break?")
+stage_app = typer.Typer(no_args_is_help=True, help="Run one pipeline stage (what `dvc repro` calls).")
+app.add_typer(stage_app, name="stage")
+
+_state = {"debug": False}
+ParamsOpt = typer.Option("params.yaml", "--params", "-p", help="Params file (its directory is the repository root).")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")) -> None:
+    _state["debug"] = debug
+
+
+def _call(fn: Callable[[], None]) -> None:
+    """Run a stage; any error becomes one line on stderr and exit code 2 (full traceback with --debug)."""
+    from dcv.errors import DcvError
+
+    try:
+        fn()
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(130) from None
+    except DcvError as e:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as e:  # noqa: BLE001
+        if _state["debug"]:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        typer.echo(f"error: {type(e).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+        raise typer.Exit(2) from None
+
+
+@stage_app.command("prepare-data")
+def prepare_data(params: str = ParamsOpt) -> None:
+    """Tokenizer and pretraining corpus (toy), target train/eval splits, probe pairs per capability."""
+    from stages import prepare_data as s
+
+    _call(lambda: s.main(params))
+
+
+@stage_app.command("base")
+def base(params: str = ParamsOpt) -> None:
+    """Pretrain the toy base (base.kind: toy) or load a Hugging Face model (base.kind: hf) into models/base."""
+    from stages import base as s
+
+    _call(lambda: s.main(params))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

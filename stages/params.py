@@ -1,0 +1,186 @@
+"""params.yaml: one typed, validated section per stage plus `common`.
+
+Every bad value is reported as one line naming the file and the dotted key (`params.yaml: base.train.lr: ...`).
+The schema is built from the library's own config classes, whose fields document themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dcv.errors import DcvError
+from dcv.toy.corpus import CorpusConfig
+from dcv.toy.pretrain import PretrainConfig, ToyModelConfig
+from dcv.toy.world import WorldConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CommonParams(_Section):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the fine-tuning arms and everything downstream.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run; auto = cuda when available.")
+    torch_threads: int = Field(2, ge=0, le=512, description="CPU threads for torch (0 = torch's default). Part of the params because CPU results may depend on it.")
+    experiment: str = Field("dcv", min_length=1, description="MLflow experiment that holds this pipeline's runs.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError("seeds must be distinct non-negative integers")
+        return v
+
+
+class ProbeParams(_Section):
+    n_pairs: int = Field(64, ge=1, le=100_000, description="Held-out probe pairs per capability for circuits and forgetting.")
+
+
+class TargetParams(_Section):
+    source: Literal["toy", "sciknoweval"] = Field("toy", description="toy: the world's new fact table; sciknoweval: JSONL files at `path`.")
+    n_train: int = Field(1000, ge=1, le=10_000_000, description="Target train rows (toy; for sciknoweval, the rest after eval).")
+    n_eval: int = Field(200, ge=1, le=10_000_000, description="Target eval rows.")
+    path: str | None = Field(None, description="Directory of SciKnowEval JSONL files (source: sciknoweval).")
+    subsets: list[str] | None = Field(None, description="SciKnowEval file stems to use; all files in `path` when null.")
+
+    @model_validator(mode="after")
+    def _path_for_files(self):
+        if self.source == "sciknoweval" and not self.path:
+            raise ValueError("source sciknoweval needs `path`")
+        return self
+
+
+class DataParams(_Section):
+    tokenizer: str = Field("toy", min_length=1, description="toy: build the world's word-level tokenizer; else a Hugging Face id or local dir.")
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    capabilities: list[str] = Field(default_factory=lambda: ["induction", "ioi", "facts", "arithmetic", "mcqa"], min_length=1,
+                                    description="Prior capabilities to probe.")
+    n_validation: int = Field(100, ge=1, le=100_000, description="Held-out pairs per capability for the base's own check.")
+    probes: ProbeParams = Field(default_factory=ProbeParams)
+    target: TargetParams = Field(default_factory=TargetParams)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from dcv.toy.capabilities import REGISTRY
+
+        bad = [c for c in v if c not in REGISTRY]
+        if bad or len(set(v)) != len(v):
+            raise ValueError(f"unknown or repeated capability {bad or v}; known: {sorted(REGISTRY)}")
+        return v
+
+
+class HFModelParams(_Section):
+    model: str = Field("Qwen/Qwen2.5-3B-Instruct", min_length=1, description="Hugging Face id or local directory.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); null = the default branch.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you trust it.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
+
+
+class BaseParams(_Section):
+    kind: Literal["toy", "hf"] = Field("toy", description="toy: pretrain the toy world's model; hf: load a Hugging Face causal LM.")
+    seed: int = Field(0, ge=0, description="Seed of the toy model's initialisation and batch order.")
+    model: ToyModelConfig = Field(default_factory=ToyModelConfig)
+    train: PretrainConfig = Field(default_factory=PretrainConfig)
+    hf: HFModelParams = Field(default_factory=HFModelParams)
+
+
+class Params(_Section):
+    common: CommonParams = Field(default_factory=CommonParams)
+    data: DataParams = Field(default_factory=DataParams)
+    base: BaseParams = Field(default_factory=BaseParams)
+
+
+# YAML 1.1 reads 1e-3 as a string; accept it as the float every user means.
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _fmt_error(path: Path, err: ValidationError) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
+        msg += f" (got {e['input']!r})"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {key}: {msg}{more}"
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a params file; any problem is a DcvError naming the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DcvError(f"{path}: params file not found")
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        raise DcvError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise DcvError(f"{path}: the top level must be a mapping of sections")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as e:
+        raise DcvError(_fmt_error(path, e)) from None
+    _check_files(path, params)
+    return params
+
+
+def _check_files(path: Path, p: Params) -> None:
+    """Paths named in params must exist (relative paths are relative to the params file's directory)."""
+    root = path.resolve().parent
+    t = p.data.target
+    if t.source == "sciknoweval":
+        d = (root / t.path) if not Path(t.path).is_absolute() else Path(t.path)
+        if not d.is_dir():
+            raise DcvError(f"{path}: data.target.path: directory not found: {t.path}")
+        for s in t.subsets or []:
+            if not (d / f"{s}.jsonl").is_file():
+                raise DcvError(f"{path}: data.target.subsets: no file {s}.jsonl in {t.path}")
+    for key, val in (("data.tokenizer", p.data.tokenizer), ("base.hf.model", p.base.hf.model)):
+        if key == "base.hf.model" and p.base.kind != "hf":
+            continue
+        if val != "toy" and _looks_local(val) and not (root / val).exists():
+            raise DcvError(f"{path}: {key}: directory not found: {val}")
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1
+
+
+def section_hash(params: Params, keys: list[str]) -> str:
+    """sha256 of the canonical JSON of the named dotted sections: tags a run with exactly what it depends on."""
+    dump = params.model_dump(mode="json")
+    picked = {k: _get(dump, k) for k in sorted(keys)}
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def pick(params: Params, keys: list[str]) -> dict:
+    dump = params.model_dump(mode="json")
+    return {k: _get(dump, k) for k in keys}

@@ -1,0 +1,76 @@
+"""Atomic outputs, the MLflow run contract, and a CLI that answers without heavy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dcv import io
+from dcv.errors import DcvError
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path):
+    target = tmp_path / "out"
+    with io.atomic_dir(target) as d:
+        (d / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(target) as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_stale_temporaries_are_removed(tmp_path: Path):
+    (tmp_path / ".tmp-out-123-abc").mkdir()
+    with io.atomic_dir(tmp_path / "out") as d:
+        (d / "x").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_json_is_canonical(tmp_path: Path):
+    io.write_json(tmp_path / "a.json", {"b": 1, "a": [1, 2]})
+    io.write_json(tmp_path / "b.json", {"a": [1, 2], "b": 1})
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_stage_run_logs_to_sqlite(tmp_path: Path, monkeypatch):
+    import mlflow
+
+    from dcv.tracking import StageRun
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.txt").write_text("weights")
+    with StageRun("base", "exp", tmp_path, {"base": {"lr": 0.1}}, {"dcv.stage": "base"}) as run:
+        run.log_step(1, {"train": {"loss": 2.0}})
+        run.log_step(2, {"train": {"loss": 1.0}})
+        run.log_final({"capabilities": {"ioi": {"accuracy": 0.5}}, "curve": [1, 2]})
+        run.log_artifacts(tmp_path / "m", "model")
+        rid = run.run_id
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    r = client.get_run(rid)
+    assert r.info.status == "FINISHED" and r.data.tags["dcv.stage"] == "base"
+    assert r.data.params["base.lr"] == "0.1"
+    assert r.data.metrics["capabilities.ioi.accuracy"] == 0.5
+    assert [m.value for m in client.get_metric_history(rid, "train.loss")] == [2.0, 1.0]
+    assert [a.path for a in client.list_artifacts(rid, "model")] == ["model/w.txt"]
+
+
+@pytest.mark.parametrize("uri", ["sqlite:////nonexistent-dir/x/mlflow.db", "http://127.0.0.1:9"])
+def test_unreachable_store_fails_before_compute(tmp_path: Path, monkeypatch, uri):
+    from dcv.tracking import StageRun
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(DcvError, match="MLflow tracking store .* cannot be reached or written"):
+        with StageRun("base", "exp", tmp_path, {}, {}):
+            pytest.fail("the stage body must not run")
+
+
+def test_cli_help_imports_nothing_heavy():
+    code = "import sys, stages.cli; print(sorted(m for m in ('torch','transformers','mlflow','trl') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
