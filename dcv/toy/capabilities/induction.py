@@ -20,7 +20,7 @@ class Induction(Capability):
         syms = self.world.symbols()
         n = rng.randint(self.min_len, self.max_len)
         seq = rng.sample(syms, n)
-        j = rng.randint(0, n - 2)  # prompt ends at seq[j] of the repeat; answer seq[j+1]
+        j = rng.randint(1, n - 2)  # prompt ends at seq[j] of the repeat (two or more tokens in); answer seq[j+1]
         fresh = rng.choice([s for s in syms if s not in seq])
         corrupted = list(seq)
         corrupted[j + 1] = fresh

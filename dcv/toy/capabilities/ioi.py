@@ -13,7 +13,7 @@ from dcv.toy.capabilities.base import Capability, ProbePair, register
 TEMPLATES = [
     "when {A} and {B} went to the {place} , {S} gave a {obj} to",
     "after {A} and {B} got to the {place} , {S} handed the {obj} to",
-    "{A} and {B} met at the {place} . {S} passed a {obj} to",
+    "while {A} and {B} were at the {place} , {S} passed a {obj} to",
 ]
 PLACES = ["store", "park", "school", "office"]
 OBJECTS = ["drink", "book", "ball", "key"]
