@@ -32,9 +32,12 @@ def greedy_completions(model, tok, prompts: list[str], max_new_tokens: int = 4, 
 
 
 def score_target(rows: list[dict], completions: list[str]) -> dict:
-    """Accuracy (any correct form counts) and the distribution of chosen letters (None = unparsable)."""
-    chosen = [parse_choice(c, r["choices"]) for r, c in zip(rows, completions)]
-    correct = sum(1 for r, c in zip(rows, chosen) if c is not None and LETTERS[c] == r["answer"])
+    """Accuracy (any correct form counts: the rule of `dcv.arms.rewards`, the RL reward's too) and the
+    distribution of chosen letters (None = unparsable or a free-text row)."""
+    from dcv.arms.rewards import row_correct
+
+    chosen = [parse_choice(c, r["choices"]) if r.get("choices") else None for r, c in zip(rows, completions)]
+    correct = sum(1 for r, c in zip(rows, completions) if row_correct(r, c))
     counts = Counter(LETTERS[c] if c is not None else "none" for c in chosen)
     n = len(rows)
     return {"accuracy": correct / n,

@@ -116,6 +116,13 @@ class StageRun:
         path = Path(path)
         (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(str(path), artifact_path)
 
+    def log_table(self, columns: dict[str, list], name: str) -> None:
+        """A table (column name -> values) as an MLflow table artifact `name` (a .json file name)."""
+        import mlflow
+
+        if columns and any(columns.values()):
+            mlflow.log_table(data=columns, artifact_file=name)
+
     def log_dict(self, obj: dict, name: str) -> None:
         import mlflow
 

@@ -61,6 +61,22 @@ def base(params: str = ParamsOpt) -> None:
     _call(lambda: s.main(params))
 
 
+@stage_app.command("sft")
+def sft(params: str = ParamsOpt) -> None:
+    """Supervised fine-tuning arm (TRL SFTTrainer) on one fixed completion form: models/sft, metrics/sft.json."""
+    from stages import arms
+
+    _call(lambda: arms.main("sft", params))
+
+
+@stage_app.command("rl")
+def rl(params: str = ParamsOpt) -> None:
+    """RL arm (TRL GRPOTrainer, reward 1 for any correct completion form): models/rl, metrics/rl.json."""
+    from stages import arms
+
+    _call(lambda: arms.main("rl", params))
+
+
 def main() -> None:
     app()
 

@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dcv.arms.config import RLArmConfig, SFTArmConfig
 from dcv.errors import DcvError
 from dcv.toy.corpus import CorpusConfig
 from dcv.toy.pretrain import PretrainConfig, ToyModelConfig
@@ -97,6 +98,8 @@ class Params(_Section):
     common: CommonParams = Field(default_factory=CommonParams)
     data: DataParams = Field(default_factory=DataParams)
     base: BaseParams = Field(default_factory=BaseParams)
+    sft: SFTArmConfig = Field(default_factory=SFTArmConfig)
+    rl: RLArmConfig = Field(default_factory=RLArmConfig)
 
 
 # YAML 1.1 reads 1e-3 as a string; accept it as the float every user means.
@@ -143,7 +146,23 @@ def load_params(path: str | Path) -> Params:
     except ValidationError as e:
         raise DcvError(_fmt_error(path, e)) from None
     _check_files(path, params)
+    _check_budgets(path, params)
     return params
+
+
+def _check_budgets(path: Path, p: Params) -> None:
+    """The arms compare fairly only on equal budgets: same prompts per step, steps and checkpoint steps."""
+    if not p.rl.match_sft_budget:
+        return
+    tail = "while rl.match_sft_budget is true (match them, or set it false)"
+    for key in ("max_steps", "save_every"):
+        a, b = getattr(p.sft, key), getattr(p.rl, key)
+        if a != b:
+            raise DcvError(f"{path}: rl.{key}: {b} differs from sft.{key} {a} {tail}")
+    a, b = p.sft.prompts_per_step, p.rl.prompts_per_step
+    if a != b:
+        raise DcvError(f"{path}: rl.per_device_train_batch_size: {b} prompts per step (batch x gradient_accumulation_steps "
+                       f"/ num_generations) differ from sft's {a} (batch x gradient_accumulation_steps) {tail}")
 
 
 def _check_files(path: Path, p: Params) -> None:

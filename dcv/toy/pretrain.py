@@ -27,7 +27,7 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    steps: int = Field(3000, ge=1, le=1_000_000, description="Optimizer steps.")
+    steps: int = Field(3600, ge=1, le=1_000_000, description="Optimizer steps.")
     batch_size: int = Field(64, ge=1, le=4096, description="Lines per step.")
     lr: float = Field(3.0e-3, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup before the cosine decay.")

@@ -1,0 +1,73 @@
+"""Target rows for the fine-tuning arms: validated on load, turned into TRL datasets.
+
+A target row is {"prompt": str, "answer": str, "choices": [str, ...] (multiple choice), "labels": [...] (optional,
+the option keys when they are not A, B, ...)}. Every problem is a DcvError naming the file and the line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dcv.errors import DcvError
+from dcv.io import read_jsonl
+from dcv.toy.world import LETTERS
+
+
+def check_row(row: dict, where: str) -> dict:
+    """The row normalised to the four keys the arms use; raises DcvError naming `where` when it is malformed."""
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DcvError(f"{where}: row has no 'prompt'")
+    answer = row.get("answer")
+    if not isinstance(answer, str) or not answer.strip():
+        raise DcvError(f"{where}: row has no answer ('answer')")
+    choices = row.get("choices")
+    labels = row.get("labels")
+    if choices is not None:
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+            raise DcvError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
+        if labels is not None and (not isinstance(labels, list) or len(labels) != len(choices)):
+            raise DcvError(f"{where}: 'labels' must be a list as long as 'choices'")
+        if labels is None and len(choices) > len(LETTERS):
+            raise DcvError(f"{where}: {len(choices)} choices but only {len(LETTERS)} letters")
+        keys = list(labels) if labels is not None else LETTERS[: len(choices)]
+        if answer not in keys:
+            raise DcvError(f"{where}: answer {answer!r} is not among the choices {keys}")
+    elif labels is not None:
+        raise DcvError(f"{where}: 'labels' without 'choices'")
+    return {"prompt": prompt, "answer": answer, "choices": choices, "labels": labels}
+
+
+def load_target(path: Path) -> list[dict]:
+    """Validated rows of a target split; an empty split is an error too."""
+    path = Path(path)
+    rows = read_jsonl(path)
+    if not rows:
+        raise DcvError(f"{path}: empty split (no rows)")
+    # read_jsonl skips blank lines: map rows back to their line numbers in the file.
+    lines = [i for i, l in enumerate(path.read_text(encoding="utf-8").split("\n"), 1) if l.strip()]
+    return [check_row(r, f"{path}:{n}") for n, r in zip(lines, rows)]
+
+
+def gold_completion(row: dict, form: str) -> str:
+    """The one fixed-form completion SFT trains on: " B", " pear" or " B ) pear"; free-text rows: " <answer>"."""
+    from dcv.toy.target import completion
+
+    if not row.get("choices"):
+        return " " + row["answer"].strip()
+    if row.get("labels"):
+        idx = row["labels"].index(row["answer"])
+        text = row["choices"][idx]
+        return {"letter": f" {row['answer']}", "word": f" {text}", "letter_word": f" {row['answer']} ) {text}"}[form]
+    return completion(row["choices"], row["answer"], form)
+
+
+def sft_records(rows: list[dict], form: str) -> list[dict]:
+    """Prompt-completion records (TRL's prompt-completion format: the loss falls on the completion only)."""
+    return [{"prompt": r["prompt"], "completion": gold_completion(r, form)} for r in rows]
+
+
+def rl_records(rows: list[dict]) -> list[dict]:
+    """Prompt-only records; `answer`, `choices`, `labels` travel to the reward function as columns."""
+    return [{"prompt": r["prompt"], "answer": r["answer"], "choices": r["choices"], "labels": r["labels"]}
+            for r in rows]

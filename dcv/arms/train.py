@@ -1,0 +1,159 @@
+"""Training one arm for one seed with TRL: SFTTrainer (`sft`) or GRPOTrainer (`rl`), checkpoints and their evaluation.
+
+The Trainer's own output_dir is a scratch directory the caller owns (outside any DVC out): Trainer checkpoints,
+`trainer_state.json` and `training_args.bin` hold timings and paths and never reach the outs (shared/STACK.md
+gotcha 11). Our checkpoints are written by `save_checkpoint` with `dcv.models.save_model` (weights, config,
+tokenizer, marker: deterministic bytes).
+
+Checkpoint layout of an arm, one directory per seed (see `dcv.arms.layout`):
+    <arm dir>/seed-<s>/checkpoints/step-<n>/   every `save_every` steps and at the last step
+    <arm dir>/seed-<s>/final/                  the model after `max_steps` (same bytes as the last checkpoint)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import TrainerCallback
+
+from dcv.arms.config import ArmConfig, RLArmConfig, SFTArmConfig
+from dcv.arms.data import rl_records, sft_records
+from dcv.arms.rewards import correctness_reward
+
+LogFn = Callable[[int, dict], None]
+
+
+def device_flags(cfg: ArmConfig, device: torch.device) -> dict:
+    """Precision, checkpointing and placement derived from the device: fp32 and no checkpointing on CPU."""
+    cuda = device.type == "cuda"
+    bf16 = (cuda and torch.cuda.is_bf16_supported()) if cfg.bf16 == "auto" else cfg.bf16
+    gc = cuda if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
+    # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing; TRL still defaults the old name
+    # to True, which is mirrored into the new one unless the new one is set.
+    return {"bf16": bool(bf16), "fp16": False, "activation_checkpointing": bool(gc), "use_cpu": not cuda,
+            "dataloader_pin_memory": cuda}
+
+
+def trainer_kwargs(cfg: ArmConfig, device: torch.device, seed: int, scratch: Path) -> dict:
+    """The TrainingArguments fields both arms set explicitly."""
+    return {
+        "output_dir": str(scratch), "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler_type, "warmup_steps": cfg.warmup_steps,
+        "weight_decay": cfg.weight_decay, "max_grad_norm": cfg.max_grad_norm, "optim": "adamw_torch",
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "logging_strategy": "steps", "logging_steps": cfg.logging_steps, "logging_first_step": False,
+        "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "seed": seed, "data_seed": seed,
+        "dataloader_num_workers": 0, "disable_tqdm": False, **device_flags(cfg, device),
+    }
+
+
+def peft_config(cfg: ArmConfig):
+    if cfg.finetune != "lora":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+
+
+def save_checkpoint(model, tok, directory: Path, marker: dict) -> None:
+    """Save a full model directory; a LoRA model is saved with its adapter merged into a copy of the weights."""
+    from dcv.models import save_model
+
+    if hasattr(model, "merge_and_unload"):  # peft.PeftModel
+        model = copy.deepcopy(model).merge_and_unload()
+    # Trainers switch the KV cache off for training; the saved config keeps the base's inference setting.
+    cfg = model.config
+    prev, cfg.use_cache = cfg.use_cache, True
+    try:
+        save_model(model, tok, directory, marker)
+    finally:
+        cfg.use_cache = prev
+
+
+class CheckpointCallback(TrainerCallback):
+    """At each checkpoint step: save and evaluate the model (in eval mode, then back to train mode).
+
+    Training metrics the Trainer logs (loss, reward, reward_std, ...) go to `on_log` with their step.
+    """
+
+    def __init__(self, steps: list[int], on_checkpoint: Callable[[int, object], None], on_log: LogFn | None = None):
+        self.steps = set(steps)
+        self.on_checkpoint = on_checkpoint
+        self.on_log_fn = on_log
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps:
+            was_training = model.training
+            model.eval()
+            self.on_checkpoint(state.global_step, model)
+            model.train(was_training)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.on_log_fn and logs:
+            flat = {k: float(v) for k, v in logs.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+            flat = {k: v for k, v in flat.items() if not k.startswith("train_")}  # end-of-training timings
+            if flat:
+                self.on_log_fn(state.global_step, flat)
+        return control
+
+
+def train_sft(model, tok, rows: list[dict], cfg: SFTArmConfig, seed: int, device: torch.device, scratch: Path,
+              callback: CheckpointCallback):
+    """SFT on prompt-completion records in one fixed form, loss on the completion only; returns the trained model."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    datasets.disable_progress_bars()
+    args = SFTConfig(**trainer_kwargs(cfg, device, seed, scratch), completion_only_loss=True,
+                     max_length=cfg.max_length, packing=False, padding_free=False, shuffle_dataset=False,
+                     dataset_num_proc=None, loss_type="nll", assistant_only_loss=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(sft_records(rows, cfg.completion_form)),
+                         processing_class=tok, peft_config=peft_config(cfg), callbacks=[callback])
+    trainer.train()
+    return trainer.model
+
+
+def train_rl(model, tok, rows: list[dict], cfg: RLArmConfig, seed: int, device: torch.device, scratch: Path,
+             callback: CheckpointCallback, on_samples: Callable[[list[dict]], None] | None = None):
+    """GRPO on the same prompts with the 0/1 correctness reward; returns the trained model.
+
+    `on_samples` receives up to `n_logged_completions` sampled completions (step, prompt, completion, reward) of
+    each generation batch that starts at step 0 or at a checkpoint step.
+    """
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    datasets.disable_progress_bars()
+
+    def correctness(prompts, completions, trainer_state=None, **kw):
+        rewards = correctness_reward(prompts, completions, **kw)
+        step = trainer_state.global_step if trainer_state is not None else 0
+        if on_samples and cfg.n_logged_completions and step % cfg.save_every == 0:
+            on_samples([{"step": step, "prompt": p, "completion": c, "reward": r}
+                        for p, c, r in list(zip(prompts, completions, rewards))[: cfg.n_logged_completions]])
+        return rewards
+
+    args = GRPOConfig(
+        **trainer_kwargs(cfg, device, seed, scratch),
+        num_generations=cfg.num_generations, generation_batch_size=cfg.generation_batch_size,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
+        top_k=cfg.top_k, min_p=None, repetition_penalty=1.0, beta=cfg.beta, epsilon=cfg.epsilon,
+        num_iterations=cfg.num_iterations, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
+        mask_truncated_completions=cfg.mask_truncated_completions, shuffle_dataset=True, remove_unused_columns=False,
+        importance_sampling_level="token", multi_objective_aggregation="sum_then_normalize", reward_weights=None,
+        disable_dropout=False, use_vllm=False, log_completions=False, sync_ref_model=False,
+        top_entropy_quantile=1.0, entropy_coef=0.0,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=[correctness], args=args,
+                          train_dataset=datasets.Dataset.from_list(rl_records(rows)), processing_class=tok,
+                          peft_config=peft_config(cfg), callbacks=[callback])
+    trainer.train()
+    return trainer.model

@@ -1,0 +1,178 @@
+"""What stages `sft` and `rl` share: read and check the inputs, train every seed, measure each checkpoint, write.
+
+    dcv stage sft [--params params.yaml]
+    dcv stage rl  [--params params.yaml]
+
+Both start from `models/base` and train on the prompts of `data/prepared/target/train.jsonl` for each seed of
+`common.seeds`. Outs (one DVC out per arm, written atomically: a killed run leaves only `.tmp-*` siblings):
+
+    models/<arm>/seed-<s>/checkpoints/step-<n>/   every `save_every` steps and the last step (dcv.arms layout)
+    models/<arm>/seed-<s>/final/
+    metrics/<arm>.json
+
+metrics/<arm>.json holds the aggregate over seeds (`target_accuracy`, `probe_accuracy`, `forward_kl`, `probes`,
+`curve`: one entry per checkpoint step, step 0 = the base), the spread over seeds (`std`), each seed's figures and
+curve (`seeds`), the budget and `wall_s`. The same curves are MLflow step metrics (`seed-<s>/<metric>` per seed,
+`curve/<metric>` for the mean over seeds; the plain names hold the final values), TRL's training logs are `seed-<s>/train/<key>` (GRPO: `reward`, `reward_std`, ...), and
+the RL arm logs a table of sampled completions (`completions.json`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from dcv import io
+from dcv.errors import DcvError
+from stages.context import StageContext, seed_everything, stage
+
+DATA = "data/prepared"
+BASE = "models/base"
+CURVE_KEYS = ("target_accuracy", "probe_accuracy", "forward_kl")
+
+
+def sections(arm: str) -> list[str]:
+    return [arm, "common.seeds", "common.device", "common.torch_threads", "common.experiment"]
+
+
+def load_inputs(root: Path) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
+    """Target train/eval rows and probe sets, checked before the MLflow run opens (errors name file and line)."""
+    from dcv.arms.data import load_target
+    from dcv.probes import load_probes
+
+    data = root / DATA
+    train = load_target(data / "target" / "train.jsonl")
+    eval_ = load_target(data / "target" / "eval.jsonl")
+    probes = {f.stem: load_probes(f) for f in sorted((data / "probes").glob("*.jsonl"))}
+    if not probes:
+        raise DcvError(f"{data / 'probes'}: no probe sets (*.jsonl)")
+    if not (root / BASE / "config.json").is_file():
+        raise DcvError(f"{root / BASE}: not a model directory (run stage base first)")
+    return train, eval_, probes
+
+
+def _summary(m: dict) -> dict:
+    return {k: m[k] for k in CURVE_KEYS}
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _std(xs: list[float]) -> float:
+    return statistics.pstdev(xs) if len(xs) > 1 else 0.0
+
+
+def aggregate(arm: str, cfg, per_seed: dict[int, dict], base: dict, wall_s: float) -> dict:
+    finals = [s["final"] for s in per_seed.values()]
+    steps = [c["step"] for c in next(iter(per_seed.values()))["curve"]]
+    curve = []
+    for i, step in enumerate(steps):
+        curve.append({"step": step, **{k: _mean([s["curve"][i][k] for s in per_seed.values()]) for k in CURVE_KEYS}})
+    caps = sorted(finals[0]["probes"])
+    return {
+        "arm": arm,
+        **{k: _mean([f[k] for f in finals]) for k in CURVE_KEYS},
+        "probes": {c: _mean([f["probes"][c] for f in finals]) for c in caps},
+        "std": {k: _std([f[k] for f in finals]) for k in CURVE_KEYS},
+        "base": {**_summary(base), "probes": base["probes"]},
+        "curve": curve,
+        "seeds": {str(s): {**_summary(v["final"]), "probes": v["final"]["probes"],
+                           "target_letter_distribution": v["final"]["target_letter_distribution"],
+                           "curve": [{"step": c["step"], **_summary(c)} for c in v["curve"]], "wall_s": v["wall_s"]}
+                  for s, v in per_seed.items()},
+        "budget": {"max_steps": cfg.max_steps, "save_every": cfg.save_every, "prompts_per_step": cfg.prompts_per_step},
+        "wall_s": round(wall_s, 2),
+    }
+
+
+def train_seed(ctx: StageContext, arm: str, seed: int, out, train_rows, evaluator, base_eval: dict,
+               marker_base: dict, samples: list[dict]) -> dict:
+    from dcv.arms import checkpoint_dir, final_dir
+    from dcv.arms.train import CheckpointCallback, save_checkpoint, train_rl, train_sft
+    from dcv.models import load_model, resolve_device
+
+    cfg = getattr(ctx.params, arm)
+    t0 = time.perf_counter()
+    seed_everything(seed, ctx.params.common.torch_threads)
+    model, tok = load_model(ctx.path(BASE), "cpu", "float32")  # the Trainer places it on the device
+    curve = [{"step": 0, **base_eval}]
+
+    def marker(step: int) -> dict:
+        return {**marker_base, "arm": arm, "seed": seed, "step": step, "finetune": cfg.finetune}
+
+    def on_checkpoint(step: int, m) -> None:
+        save_checkpoint(m, tok, checkpoint_dir(out, seed, step), marker(step))
+        r = evaluator(m)
+        curve.append({"step": step, **r})
+        ctx.run.log_step(step, {f"seed-{seed}/{k}": v for k, v in r.items() if k != "target_letter_distribution"})
+
+    def on_log(step: int, logs: dict) -> None:
+        ctx.run.log_step(step, {f"seed-{seed}/train/{k}": v for k, v in logs.items()})
+
+    def on_samples(rows: list[dict]) -> None:
+        samples.extend({"seed": seed, **r} for r in rows)
+
+    callback = CheckpointCallback(cfg.checkpoint_steps(), on_checkpoint, on_log)
+    device = resolve_device(ctx.params.common.device)
+    with tempfile.TemporaryDirectory(prefix=f"dcv-{arm}-scratch-") as scratch:
+        if arm == "sft":
+            model = train_sft(model, tok, train_rows, cfg, seed, device, scratch, callback)
+        else:
+            model = train_rl(model, tok, train_rows, cfg, seed, device, scratch, callback, on_samples)
+    if curve[-1]["step"] != cfg.max_steps:
+        raise RuntimeError(f"{arm} seed {seed}: training stopped at step {curve[-1]['step']}, not {cfg.max_steps}")
+    save_checkpoint(model, tok, final_dir(out, seed), marker(cfg.max_steps))
+    return {"curve": curve, "final": curve[-1], "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def run(ctx: StageContext, arm: str, inputs: tuple | None = None) -> dict:
+    from dcv.arms import final_dir
+    from dcv.arms.evaluate import CheckpointEvaluator
+    from dcv.models import load_model, read_marker, resolve_device, weight_hashes
+
+    t0 = time.perf_counter()
+    cfg = getattr(ctx.params, arm)
+    common = ctx.params.common
+    train_rows, eval_rows, probes = inputs or load_inputs(ctx.root)
+    seed_everything(common.seeds[0], common.torch_threads)
+    base_model, tok = load_model(ctx.path(BASE), str(resolve_device(common.device)), "float32")
+    evaluator = CheckpointEvaluator(base_model, tok, eval_rows, probes, cfg.eval, f"{DATA}/probes")
+    base_eval = evaluator(base_model)
+    del base_model
+    base_marker = read_marker(ctx.path(BASE))
+    marker_base = {"tokenizer": base_marker.get("tokenizer", "auto"), "base": base_marker,
+                   "base_weights_sha256": weight_hashes(ctx.path(BASE))}
+    ctx.run.log_step(0, {f"curve/{k}": v for k, v in _summary(base_eval).items()})
+
+    per_seed: dict[int, dict] = {}
+    samples: list[dict] = []
+    out_dir = ctx.path(f"models/{arm}")
+    with io.atomic_dir(out_dir) as out:
+        for seed in common.seeds:
+            per_seed[seed] = train_seed(ctx, arm, seed, out, train_rows, evaluator, base_eval, marker_base, samples)
+    metrics = aggregate(arm, cfg, per_seed, base_eval, time.perf_counter() - t0)
+    io.write_json(ctx.path(f"metrics/{arm}.json"), metrics)
+
+    for c in metrics["curve"][1:]:
+        ctx.run.log_step(c["step"], {f"curve/{k}": c[k] for k in CURVE_KEYS})
+    ctx.run.log_final({k: v for k, v in metrics.items() if k not in ("curve", "budget")})
+    if samples:
+        ctx.run.log_table({k: [s[k] for s in samples] for k in ("seed", "step", "prompt", "completion", "reward")},
+                          "completions.json")
+    for seed in common.seeds:
+        ctx.run.log_artifacts(final_dir(out_dir, seed), f"model/seed-{seed}")
+    ctx.run.log_artifacts(ctx.path(f"metrics/{arm}.json"))
+    return metrics
+
+
+def main(arm: str, params: str) -> None:
+    """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run)."""
+    from stages.params import load_params
+
+    load_params(params)
+    inputs = load_inputs(Path(params).resolve().parent)
+    with stage(arm, params, sections(arm)) as ctx:
+        run(ctx, arm, inputs)

@@ -1,0 +1,339 @@
+"""The fine-tuning arms: the shared correctness rule, target-row checks, forward KL, budgets, and stages `sft` and
+`rl` on a tiny world (layout, metrics, MLflow, determinism, LoRA, seeds, bad input)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stages.cli import app
+from tests.conftest import write_params
+
+# Tiny, matched budgets: sft 4 prompts/step; rl 16 completions / 4 generations = 4 prompts/step.
+TINY_ARMS = {
+    "sft": {"max_steps": 6, "save_every": 3, "per_device_train_batch_size": 4, "logging_steps": 2, "warmup_steps": 1},
+    "rl": {"max_steps": 6, "save_every": 3, "per_device_train_batch_size": 16, "num_generations": 4,
+           "generation_batch_size": 16, "logging_steps": 2, "warmup_steps": 1, "n_logged_completions": 4},
+}
+
+
+def _deep(d: dict, u: dict) -> dict:
+    out = json.loads(json.dumps(d))
+    for k, v in u.items():
+        out[k] = _deep(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _stage(name: str):
+    r = _invoke("stage", name)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def _tree_bytes(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------- library, fast
+
+
+def test_reward_accepts_every_correct_form_and_nothing_else():
+    from dcv.arms.rewards import correctness_reward, is_correct, normalise
+
+    ch = ["apple", "pear", "rice", "fish"]
+    for c in (" B", " pear", " B ) pear", "B", " pear <eos>"):
+        assert is_correct(c, "B", ch), c
+    for c in (" A", " apple", " C ) pear", "", " banana", " A ) pear"):
+        assert not is_correct(c, "B", ch), c
+    # free text: normalised exact match
+    assert is_correct("  Sodium Chloride. ", "sodium chloride")
+    assert not is_correct("sodium", "sodium chloride")
+    assert normalise("H2O, (water)!") == "h2o water"
+    # labels other than A-D
+    assert is_correct(" B", "B", ["x", "y"], ["A", "B"]) and not is_correct(" y", "A", ["x", "y"], ["A", "B"])
+    # TRL's calling convention: one list entry per completion; rows without choices carry None
+    r = correctness_reward(prompts=["p"] * 4, completions=[" pear", " A", "nacl", "NaCl"],
+                           answer=["B", "B", "NaCl", "NaCl"], choices=[ch, ch, None, None], labels=[None] * 4,
+                           trainer_state=None)
+    assert r == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_evaluation_uses_the_same_rule():
+    from dcv.target_eval import score_target
+
+    rows = [{"prompt": "q", "answer": "B", "choices": ["apple", "pear", "rice", "fish"]},
+            {"prompt": "q", "answer": "NaCl"}]
+    s = score_target(rows, [" pear", "nacl"])
+    assert s["accuracy"] == 1.0 and s["letter_distribution"]["B"] == 0.5 and s["letter_distribution"]["none"] == 0.5
+
+
+def test_gold_completion_forms():
+    from dcv.arms.data import gold_completion, sft_records
+
+    row = {"prompt": "q", "answer": "C", "choices": ["apple", "pear", "rice", "fish"], "labels": None}
+    assert [gold_completion(row, f) for f in ("letter", "word", "letter_word")] == [" C", " rice", " C ) rice"]
+    assert gold_completion({"prompt": "q", "answer": "NaCl", "choices": None}, "word") == " NaCl"
+    assert sft_records([row], "word") == [{"prompt": "q", "completion": " rice"}]
+
+
+@pytest.mark.parametrize("lines,needle", [
+    (['{"prompt": "q", "answer": "A", "choices": ["x", "y"]}', '{"prompt": "q", "choices": ["x", "y"]}'],
+     "train.jsonl:2: row has no answer"),
+    (['{"prompt": "q", "answer": "E", "choices": ["x", "y", "z", "w"]}'], "train.jsonl:1: answer 'E' is not among the choices"),
+    (['{"prompt": "q", "answer": "A", "choices": ["x", "y"]}', "", '{"prompt": "", "answer": "A"}'],
+     "train.jsonl:3: row has no 'prompt'"),
+    ([], "train.jsonl: empty split"),
+])
+def test_bad_target_rows_name_file_and_line(tmp_path: Path, lines, needle):
+    from dcv.arms.data import load_target
+    from dcv.errors import DcvError
+
+    f = tmp_path / "train.jsonl"
+    f.write_text("".join(l + "\n" for l in lines))
+    with pytest.raises(DcvError, match=needle.replace("(", r"\(")):
+        load_target(f)
+
+
+def test_forward_kl():
+    from dcv.kl import forward_kl
+
+    lp0 = torch.log_softmax(torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), -1)
+    lp1 = torch.log_softmax(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), -1)
+    assert forward_kl(lp0, lp0) == pytest.approx(0.0)
+    p0 = lp0[0].exp()
+    expected = float((p0 * (lp0[0] - lp1[0])).sum()) / 2
+    assert forward_kl(lp0, lp1) == pytest.approx(expected)
+    assert forward_kl(lp0, lp1) != pytest.approx(forward_kl(lp1, lp0))  # forward, not reverse
+
+
+def test_arm_configs_and_budgets(tmp_path: Path):
+    from pydantic import ValidationError
+
+    from dcv.arms.config import RLArmConfig, SFTArmConfig
+    from dcv.errors import DcvError
+    from stages.params import load_params
+
+    assert SFTArmConfig(max_steps=10, save_every=4).checkpoint_steps() == [4, 8, 10]
+    assert RLArmConfig(per_device_train_batch_size=32, gradient_accumulation_steps=2, num_generations=8,
+                       generation_batch_size=64).prompts_per_step == 8
+    with pytest.raises(ValidationError, match="multiple of num_generations"):
+        RLArmConfig(per_device_train_batch_size=12, num_generations=8, generation_batch_size=24)
+    with pytest.raises(ValidationError, match="save_every"):
+        SFTArmConfig(max_steps=5, save_every=10)
+    with pytest.raises(DcvError, match="sft.save_every: larger than max_steps"):
+        load_params(write_params(tmp_path / "params.yaml", {"sft": {"max_steps": 20}}))
+    p = load_params(write_params(tmp_path / "params.yaml"))
+    assert p.sft.prompts_per_step == p.rl.prompts_per_step and p.sft.max_steps == p.rl.max_steps
+    assert p.sft.completion_form == "word" and p.rl.beta == 0.0
+    for edit, key in (({"rl": {"max_steps": 70}}, "rl.max_steps"),
+                      ({"rl": {"num_generations": 4}}, "rl.per_device_train_batch_size")):
+        with pytest.raises(DcvError, match=key):
+            load_params(write_params(tmp_path / "params.yaml", edit))
+    load_params(write_params(tmp_path / "params.yaml", {"rl": {"max_steps": 70, "match_sft_budget": False}}))
+
+
+def test_unmatched_budget_stops_the_stage_in_one_line(workdir: Path):
+    write_params(workdir / "params.yaml", {"rl": {"max_steps": 70}})
+    r = _invoke("stage", "rl")
+    assert r.exit_code == 2
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: params.yaml: rl.max_steps:"), r.output
+
+
+def test_device_flags_off_on_cpu():
+    from dcv.arms.config import SFTArmConfig
+    from dcv.arms.train import device_flags
+
+    f = device_flags(SFTArmConfig(), torch.device("cpu"))
+    assert f["bf16"] is False and f["activation_checkpointing"] is False and f["use_cpu"] is True
+    f = device_flags(SFTArmConfig(bf16=True, gradient_checkpointing=True), torch.device("cpu"))
+    assert f["bf16"] is True and f["activation_checkpointing"] is True
+
+
+# --------------------------------------------------------------------------------------------- stages, tiny
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """prepare-data and base once for this module (tiny world); tests copy the results."""
+    d = tmp_path_factory.mktemp("prepared")
+    write_params(d / "params.yaml", TINY_ARMS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        mp.chdir(d)
+        _stage("prepare-data")
+        _stage("base")
+    return d
+
+
+@pytest.fixture
+def armdir(prepared: Path, workdir: Path) -> Path:
+    """A workdir holding the prepared data and base model, with tiny arm params."""
+    shutil.copytree(prepared / "data", workdir / "data")
+    shutil.copytree(prepared / "models/base", workdir / "models/base")
+    write_params(workdir / "params.yaml", TINY_ARMS)
+    return workdir
+
+
+def _params(workdir: Path, edit: dict) -> None:
+    write_params(workdir / "params.yaml", _deep(TINY_ARMS, edit))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["sft", "rl"])
+def test_arm_writes_layout_metrics_and_mlflow(armdir: Path, arm: str):
+    import mlflow
+
+    from dcv.arms import checkpoint_dirs, final_dir, seed_dirs
+    from dcv.models import load_model
+
+    _stage(arm)
+    out = armdir / "models" / arm
+    assert list(seed_dirs(out)) == [0]
+    assert list(checkpoint_dirs(out, 0)) == [3, 6]
+    for d in [*checkpoint_dirs(out, 0).values(), final_dir(out, 0)]:
+        assert sorted(p.name for p in d.iterdir()) == ["config.json", "dcv_model.json", "generation_config.json",
+                                                        "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert _tree_bytes(final_dir(out, 0)) == _tree_bytes(checkpoint_dirs(out, 0)[6])
+    model, tok = load_model(final_dir(out, 0))
+    assert tok.bos_token == "<bos>" and model.config.use_cache is True
+    marker = json.loads((final_dir(out, 0) / "dcv_model.json").read_text())
+    assert marker["arm"] == arm and marker["seed"] == 0 and marker["step"] == 6 and marker["tokenizer"] == "word-level"
+    assert not list((armdir / "models").glob(".tmp-*"))
+
+    m = json.loads((armdir / f"metrics/{arm}.json").read_text())
+    assert [c["step"] for c in m["curve"]] == [0, 3, 6]
+    assert m["curve"][0]["forward_kl"] == 0.0 and m["curve"][-1]["forward_kl"] > 0.0
+    for k in ("target_accuracy", "probe_accuracy", "forward_kl"):
+        assert m[k] == m["seeds"]["0"][k] == m["curve"][-1][k]
+    assert set(m["probes"]) == {"induction", "ioi", "facts", "arithmetic", "mcqa"}
+    assert m["budget"] == {"max_steps": 6, "save_every": 3, "prompts_per_step": 4} and m["wall_s"] > 0
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{armdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dcv-test")
+    (run,) = client.search_runs([exp.experiment_id], f"tags.`dcv.stage` = '{arm}'")
+    assert run.data.metrics["target_accuracy"] == m["target_accuracy"]
+    assert [h.step for h in client.get_metric_history(run.info.run_id, "seed-0/forward_kl")] == [3, 6]
+    assert [h.step for h in client.get_metric_history(run.info.run_id, "curve/target_accuracy")] == [0, 3, 6]
+    assert len(client.get_metric_history(run.info.run_id, "seed-0/train/loss")) == 3
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", f"{arm}.json"} <= arts
+    if arm == "rl":
+        assert len(client.get_metric_history(run.info.run_id, "seed-0/train/reward")) == 3
+        assert len(client.get_metric_history(run.info.run_id, "seed-0/train/reward_std")) == 3
+        assert "completions.json" in arts
+        table = json.loads(Path(client.download_artifacts(run.info.run_id, "completions.json", str(armdir))).read_text())
+        assert table["columns"] == ["seed", "step", "prompt", "completion", "reward"] and table["data"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["sft", "rl"])
+def test_same_seed_twice_gives_identical_bytes(armdir: Path, arm: str):
+    _stage(arm)
+    first = _tree_bytes(armdir / "models" / arm)
+    m1 = json.loads((armdir / f"metrics/{arm}.json").read_text())
+    shutil.rmtree(armdir / "models" / arm)
+    _stage(arm)
+    assert _tree_bytes(armdir / "models" / arm) == first
+    m2 = json.loads((armdir / f"metrics/{arm}.json").read_text())
+    for m in (m1, m2):
+        m.pop("wall_s")
+        for s in m["seeds"].values():
+            s.pop("wall_s")
+    assert m1 == m2
+
+
+@pytest.mark.slow
+def test_sft_learns_the_fixed_form_and_seeds_differ(armdir: Path):
+    """Two seeds, enough steps for SFT to move the tiny model towards the word form."""
+    _params(armdir, {"common": {"seeds": [0, 1]},
+                     "sft": {"max_steps": 40, "save_every": 20, "learning_rate": 3.0e-3},
+                     "rl": {"max_steps": 40, "save_every": 20}})
+    _stage("sft")
+    from dcv.arms import final_dir, seed_dirs
+    from dcv.models import load_model
+    from dcv.target_eval import greedy_completions
+
+    out = armdir / "models/sft"
+    assert list(seed_dirs(out)) == [0, 1]
+    a, b = (final_dir(out, s) / "model.safetensors" for s in (0, 1))
+    assert a.read_bytes() != b.read_bytes()
+    m = json.loads((armdir / "metrics/sft.json").read_text())
+    assert set(m["seeds"]) == {"0", "1"} and [c["step"] for c in m["curve"]] == [0, 20, 40]
+    assert m["target_accuracy"] == pytest.approx((m["seeds"]["0"]["target_accuracy"] + m["seeds"]["1"]["target_accuracy"]) / 2)
+    # the fixed form: SFT trained on " <word>", so completions now start with an option word (on this barely
+    # pretrained tiny base, not necessarily the right one), not a letter
+    rows = [json.loads(l) for l in (armdir / "data/prepared/target/eval.jsonl").read_text().splitlines()]
+    model, tok = load_model(final_dir(out, 0))
+    comps = greedy_completions(model, tok, [r["prompt"] for r in rows], max_new_tokens=1)
+    foods = {w for r in rows for w in r["choices"]}
+    assert sum(1 for c in comps if c.strip() in foods) >= len(rows) // 2, comps
+
+
+@pytest.mark.slow
+def test_lora_checkpoints_are_merged_full_models(armdir: Path):
+    _params(armdir, {"sft": {"finetune": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj"]}}})
+    _stage("sft")
+    from dcv.arms import final_dir
+    from dcv.models import load_model
+
+    d = final_dir(armdir / "models/sft", 0)
+    assert not (d / "adapter_config.json").exists()
+    model, _ = load_model(d)
+    base, _ = load_model(armdir / "models/base")
+    sd, sb = model.state_dict(), base.state_dict()
+    assert set(sd) == set(sb)
+    changed = {k for k in sd if not torch.equal(sd[k], sb[k])}
+    assert changed and all(any(m in k for m in ("q_proj", "v_proj", "o_proj")) for k in changed)
+    assert json.loads((d / "dcv_model.json").read_text())["finetune"] == "lora"
+
+
+@pytest.mark.parametrize("arm", ["sft", "rl"])
+@pytest.mark.parametrize("corrupt,needle", [
+    (lambda rows: rows[:2] + [{k: v for k, v in rows[2].items() if k != "answer"}] + rows[3:],
+     "data/prepared/target/train.jsonl:3: row has no answer"),
+    (lambda rows: [dict(rows[0], answer="E")] + rows[1:], "data/prepared/target/train.jsonl:1: answer 'E' is not among"),
+    (lambda rows: [], "data/prepared/target/train.jsonl: empty split"),
+])
+def test_bad_target_input_is_one_line_and_writes_nothing(armdir: Path, arm: str, corrupt, needle):
+    f = armdir / "data/prepared/target/train.jsonl"
+    rows = [json.loads(l) for l in f.read_text().splitlines()]
+    f.write_text("".join(json.dumps(r) + "\n" for r in corrupt(rows)))
+    r = _invoke("stage", arm)
+    assert r.exit_code == 2, r.output
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.output
+    assert not (armdir / "models" / arm).exists() and not (armdir / "metrics").exists()
+    assert not (armdir / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_dvc_runs_both_arms_and_reruns_only_the_edited_one(tmp_path: Path):
+    import yaml
+
+    from tests.conftest import make_repo, run
+
+    repo = make_repo(tmp_path / "repo", TINY_ARMS)
+
+    def repro(*targets: str) -> set[str]:
+        r = run(["dvc", "repro", *targets], repo)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
+
+    assert repro("sft", "rl") == {"prepare-data", "base", "sft", "rl"}
+    assert (repo / "models/sft/seed-0/final/model.safetensors").is_file()
+    assert (repo / "models/rl/seed-0/checkpoints/step-3/model.safetensors").is_file()
+    assert repro("sft", "rl") == set()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["sft"]["learning_rate"] = 1.0e-3  # an sft-only key
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert repro("sft", "rl") == {"sft"}
