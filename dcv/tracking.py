@@ -17,25 +17,35 @@ from typing import Any
 from dcv.errors import DcvError
 
 
+def store_root(root: Path) -> Path:
+    """The repository root that holds the store: DVC_ROOT under DVC (temporary experiment copies), else `root`."""
+    return Path(os.environ.get("DVC_ROOT") or root).resolve()
+
+
 def default_uri(root: Path) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = Path(os.environ.get("DVC_ROOT") or root).resolve()
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}"
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested dict as dotted keys (lists are skipped: they are curves, logged by step)."""
-    out: dict[str, float] = {}
+def _leaves(d: dict, prefix: str = ""):
+    """(dotted key, value) of every non-dict leaf of a nested dict."""
     for k, v in d.items():
-        key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        elif isinstance(v, bool):
-            out[key] = float(v)
-        elif isinstance(v, (int, float)) and math.isfinite(v):
-            out[key] = float(v)
-    return out
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def flatten(d: dict) -> dict[str, float]:
+    """Numeric leaves of a nested dict as dotted keys (lists are skipped: they are curves, logged by step)."""
+    return {k: float(v) for k, v in _leaves(d)
+            if isinstance(v, bool) or (isinstance(v, (int, float)) and math.isfinite(v))}
+
+
+def flatten_params(d: dict) -> dict[str, str]:
+    """Every leaf as a string param (non-strings as JSON)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in _leaves(d)}
 
 
 def git_commit(root: Path) -> str:
@@ -73,8 +83,7 @@ class StageRun:
             mlflow.set_tracking_uri(self.uri)
             if mlflow.get_experiment_by_name(self.experiment) is None:
                 # Artifacts beside the store, not under whatever directory the stage happens to run in.
-                root = Path(os.environ.get("DVC_ROOT") or self.root).resolve()
-                art = (root / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+                art = (store_root(self.root) / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
                 mlflow.create_experiment(self.experiment, artifact_location=art)
             mlflow.set_experiment(self.experiment)
             self._run = mlflow.start_run(run_name=self.stage, tags=self.tags)
@@ -128,13 +137,3 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
-
-def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten_params(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if not isinstance(v, str) else v
-    return out
