@@ -101,9 +101,10 @@ def load_model(directory: Path, device: str = "cpu", dtype: str = "auto", trust_
     return model, load_tokenizer(directory, trust_remote_code)
 
 
-def save_model(model, tok, directory: Path, marker: dict) -> None:
-    """save_pretrained of model and tokenizer plus the marker; only deterministic files."""
+def save_model(model, tok, directory: Path, marker: dict, state_dict: dict | None = None) -> None:
+    """save_pretrained of model and tokenizer plus the marker; only deterministic files. `state_dict` gives the
+    full weights when the model's own are sharded (ZeRO-3, FSDP)."""
     directory = Path(directory)
-    model.save_pretrained(str(directory), safe_serialization=True)
+    model.save_pretrained(str(directory), safe_serialization=True, state_dict=state_dict)
     tok.save_pretrained(str(directory))
     (directory / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")

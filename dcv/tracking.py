@@ -137,3 +137,20 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
+
+
+class NullRun:
+    """Stands in for a StageRun on the non-main processes of a distributed launch: only rank 0 tracks."""
+
+    run_id = None
+
+    def __enter__(self) -> "NullRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def __getattr__(self, name: str):
+        if name.startswith("log_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)

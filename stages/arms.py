@@ -10,7 +10,7 @@ Both start from `models/base` and train on the prompts of `data/prepared/target/
     models/<arm>/seed-<s>/final/
     metrics/<arm>.json
 
-metrics/<arm>.json holds the aggregate over seeds (`target_accuracy`, `probe_accuracy`, `forward_kl`, `probes`,
+metrics/<arm>.json holds the aggregate over seeds (`target_accuracy`, `probe_accuracy`, `forward_kl`, `forward_kl_seq`, `probes`,
 `curve`: one entry per checkpoint step, step 0 = the base), the spread over seeds (`std`), each seed's figures and
 curve (`seeds`), the budget and `wall_s`. The same curves are MLflow step metrics (`seed-<s>/<metric>` per seed,
 `curve/<metric>` for the mean over seeds; the plain names hold the final values), TRL's training logs are `seed-<s>/train/<key>` (GRPO: `reward`, `reward_std`, ...), and
@@ -19,22 +19,26 @@ the RL arm logs a table of sampled completions (`completions.json`).
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from dcv import io
 from dcv.errors import DcvError
-from stages.context import StageContext, seed_everything, stage
+from stages.context import StageContext, is_main_process, seed_everything, stage
 
 DATA = "data/prepared"
 BASE = "models/base"
-CURVE_KEYS = ("target_accuracy", "probe_accuracy", "forward_kl")
+CURVE_KEYS = ("target_accuracy", "probe_accuracy", "forward_kl", "forward_kl_seq")
 
 
 def sections(arm: str) -> list[str]:
-    return [arm, "common.seeds", "common.device", "common.torch_threads", "common.experiment"]
+    return [arm, "common.seeds", "common.device", "common.torch_threads", "common.experiment", "common.launch"]
 
 
 def load_inputs(root: Path) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
@@ -90,7 +94,9 @@ def aggregate(arm: str, cfg, per_seed: dict[int, dict], base: dict, wall_s: floa
 
 def train_seed(ctx: StageContext, arm: str, seed: int, out, train_rows, evaluator, base_eval: dict,
                marker_base: dict, samples: list[dict]) -> dict:
-    from dcv.arms import checkpoint_dir, final_dir
+    """Train one seed, saving a checkpoint every `save_every` steps; then measure each saved checkpoint (main
+    process only, from disk: what is measured is exactly what downstream stages read)."""
+    from dcv.arms import checkpoint_dir, checkpoint_dirs, final_dir
     from dcv.arms.train import CheckpointCallback, save_checkpoint, train_rl, train_sft
     from dcv.models import load_model, resolve_device
 
@@ -98,16 +104,12 @@ def train_seed(ctx: StageContext, arm: str, seed: int, out, train_rows, evaluato
     t0 = time.perf_counter()
     seed_everything(seed, ctx.params.common.torch_threads)
     model, tok = load_model(ctx.path(BASE), "cpu", "float32")  # the Trainer places it on the device
-    curve = [{"step": 0, **base_eval}]
+    marker = {**marker_base, "arm": arm, "seed": seed, "finetune": cfg.finetune}
+    saved: list[int] = []
 
-    def marker(step: int) -> dict:
-        return {**marker_base, "arm": arm, "seed": seed, "step": step, "finetune": cfg.finetune}
-
-    def on_checkpoint(step: int, m) -> None:
-        save_checkpoint(m, tok, checkpoint_dir(out, seed, step), marker(step))
-        r = evaluator(m)
-        curve.append({"step": step, **r})
-        ctx.run.log_step(step, {f"seed-{seed}/{k}": v for k, v in r.items() if k != "target_letter_distribution"})
+    def on_checkpoint(step: int, m, state_dict) -> None:
+        save_checkpoint(m, tok, checkpoint_dir(out, seed, step), {**marker, "step": step}, state_dict)
+        saved.append(step)
 
     def on_log(step: int, logs: dict) -> None:
         ctx.run.log_step(step, {f"seed-{seed}/train/{k}": v for k, v in logs.items()})
@@ -119,12 +121,21 @@ def train_seed(ctx: StageContext, arm: str, seed: int, out, train_rows, evaluato
     device = resolve_device(ctx.params.common.device)
     with tempfile.TemporaryDirectory(prefix=f"dcv-{arm}-scratch-") as scratch:
         if arm == "sft":
-            model = train_sft(model, tok, train_rows, cfg, seed, device, scratch, callback)
+            train_sft(model, tok, train_rows, cfg, seed, device, scratch, callback)
         else:
-            model = train_rl(model, tok, train_rows, cfg, seed, device, scratch, callback, on_samples)
-    if curve[-1]["step"] != cfg.max_steps:
-        raise RuntimeError(f"{arm} seed {seed}: training stopped at step {curve[-1]['step']}, not {cfg.max_steps}")
-    save_checkpoint(model, tok, final_dir(out, seed), marker(cfg.max_steps))
+            train_rl(model, tok, train_rows, cfg, seed, device, scratch, callback, on_samples)
+    del model
+    if not is_main_process():
+        return {}
+    if not saved or saved[-1] != cfg.max_steps:
+        raise RuntimeError(f"{arm} seed {seed}: training stopped at step {saved[-1] if saved else 0}, not {cfg.max_steps}")
+    shutil.copytree(checkpoint_dir(out, seed, cfg.max_steps), final_dir(out, seed))  # final/ = the last checkpoint
+    curve = [{"step": 0, **base_eval}]
+    for step, directory in checkpoint_dirs(out, seed).items():
+        m, _ = load_model(directory, str(device), "float32")
+        r = evaluator(m)
+        curve.append({"step": step, **r})
+        ctx.run.log_step(step, {f"seed-{seed}/{k}": v for k, v in r.items() if k != "target_letter_distribution"})
     return {"curve": curve, "final": curve[-1], "wall_s": round(time.perf_counter() - t0, 2)}
 
 
@@ -150,6 +161,11 @@ def run(ctx: StageContext, arm: str, inputs: tuple | None = None) -> dict:
     per_seed: dict[int, dict] = {}
     samples: list[dict] = []
     out_dir = ctx.path(f"models/{arm}")
+    if not is_main_process():  # the other ranks of a distributed launch train alongside and write nothing
+        with tempfile.TemporaryDirectory(prefix=f"dcv-{arm}-rank-") as out:
+            for seed in common.seeds:
+                train_seed(ctx, arm, seed, Path(out), train_rows, evaluator, base_eval, marker_base, samples)
+        return {}
     with io.atomic_dir(out_dir) as out:
         for seed in common.seeds:
             per_seed[seed] = train_seed(ctx, arm, seed, out, train_rows, evaluator, base_eval, marker_base, samples)
@@ -168,11 +184,35 @@ def run(ctx: StageContext, arm: str, inputs: tuple | None = None) -> dict:
     return metrics
 
 
+LAUNCHED = "DCV_LAUNCHED"
+
+
+def launch_command(arm: str, params_path: Path, launch, cpu: bool) -> list[str]:
+    """`accelerate launch` of this same stage with the repository's accelerate config."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launch.num_processes)]
+    if launch.config_file:
+        cmd += ["--config_file", str(params_path.resolve().parent / launch.config_file)]
+    if cpu:
+        cmd += ["--cpu"]
+    return cmd + ["-m", "stages.cli", "stage", arm, "--params", str(params_path.resolve())]
+
+
 def main(arm: str, params: str) -> None:
-    """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run)."""
+    """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run).
+
+    With `common.launch` set (more than one process, or an accelerate config), the stage runs itself again under
+    `accelerate launch`; in there, rank 0 tracks, saves and measures, the other ranks only train."""
     from stages.params import load_params
 
-    load_params(params)
+    p = load_params(params)
     inputs = load_inputs(Path(params).resolve().parent)
+    if p.common.launch.enabled and not os.environ.get(LAUNCHED):
+        from dcv.models import resolve_device
+
+        cmd = launch_command(arm, Path(params), p.common.launch, resolve_device(p.common.device).type == "cpu")
+        rc = subprocess.run(cmd, env={**os.environ, LAUNCHED: "1"}).returncode
+        if rc:
+            raise DcvError(f"{arm}: `accelerate launch` exited with status {rc} (its error is above)")
+        return
     with stage(arm, params, sections(arm)) as ctx:
         run(ctx, arm, inputs)

@@ -26,11 +26,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class LaunchParams(_Section):
+    num_processes: int = Field(1, ge=1, le=4096, description="Training processes (GPUs); more than 1 runs the arms under `accelerate launch`.")
+    config_file: str | None = Field(None, description="accelerate config (configs/accelerate/{ddp,zero2,zero3,fsdp}.yaml); set, the arms run under `accelerate launch` even with one process.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.num_processes > 1 or self.config_file is not None
+
+
 class CommonParams(_Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the fine-tuning arms and everything downstream.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run; auto = cuda when available.")
     torch_threads: int = Field(2, ge=0, le=512, description="CPU threads for torch (0 = torch's default). Part of the params because CPU results may depend on it.")
     experiment: str = Field("dcv", min_length=1, description="MLflow experiment that holds this pipeline's runs.")
+    launch: LaunchParams = Field(default_factory=LaunchParams, description="Multi-process training of the arms (accelerate).")
 
     @field_validator("seeds")
     @classmethod
@@ -176,6 +186,11 @@ def _check_files(path: Path, p: Params) -> None:
         for s in t.subsets or []:
             if not (d / f"{s}.jsonl").is_file():
                 raise DcvError(f"{path}: data.target.subsets: no file {s}.jsonl in {t.path}")
+    cf = p.common.launch.config_file
+    if cf is not None and not (root / cf).is_file():
+        raise DcvError(f"{path}: common.launch.config_file: file not found: {cf}")
+    if p.common.launch.num_processes > 1 and cf is None:
+        raise DcvError(f"{path}: common.launch.config_file: needed when num_processes > 1 (configs/accelerate/*.yaml)")
     for key, val in (("data.tokenizer", p.data.tokenizer), ("base.hf.model", p.base.hf.model)):
         if key == "base.hf.model" and p.base.kind != "hf":
             continue

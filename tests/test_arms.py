@@ -115,6 +115,45 @@ def test_forward_kl():
     assert forward_kl(lp0, lp1) != pytest.approx(forward_kl(lp1, lp0))  # forward, not reverse
 
 
+class _CharTok:
+    """Characters as ids (vocab 16, eos 15): enough of a tokenizer for the KL functions."""
+
+    eos_token_id = 15
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [ord(ch) % 15 for ch in text]}
+
+
+def _tiny_lm(seed: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def test_sequence_kl_is_zero_on_itself_and_matches_the_exact_kl_on_one_token():
+    """The sampled-sequence estimate: exactly 0 for a model against itself; for one-token completions it converges
+    to the exact answer-position KL; the same seed draws the same samples."""
+    from dcv.kl import answer_logprobs, completion_logprobs, forward_kl, sample_completions, sequence_kl
+
+    tok, m0, m1 = _CharTok(), _tiny_lm(0), _tiny_lm(1)
+    with torch.no_grad():
+        m1.lm_head.weight.mul_(20.0)  # a policy far from the base
+    prompts = ["abc", "hello", "xy"]
+    pairs = sample_completions(m0, tok, prompts, 3000, 1, seed=7)
+    assert pairs == sample_completions(m0, tok, prompts, 3000, 1, seed=7)
+    lp0 = completion_logprobs(m0, pairs)
+    assert sequence_kl(lp0, completion_logprobs(m0, pairs)) == 0.0
+    exact = forward_kl(answer_logprobs(m0, tok, prompts), answer_logprobs(m1, tok, prompts))
+    assert exact > 0.01
+    assert sequence_kl(lp0, completion_logprobs(m1, pairs)) == pytest.approx(exact, rel=0.15)
+    long = sample_completions(m0, tok, prompts, 4, 5, seed=1)
+    assert len(long) == 12 and all(1 <= len(c) <= 5 for _, c in long)
+    assert all(c[-1] == 15 or 15 not in c for _, c in long)  # cut after the first end-of-sequence
+
+
 def test_arm_configs_and_budgets(tmp_path: Path):
     from pydantic import ValidationError
 
@@ -233,6 +272,37 @@ def test_arm_writes_layout_metrics_and_mlflow(armdir: Path, arm: str):
         assert "completions.json" in arts
         table = json.loads(Path(client.download_artifacts(run.info.run_id, "completions.json", str(armdir))).read_text())
         assert table["columns"] == ["seed", "step", "prompt", "completion", "reward"] and table["data"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["sft", "rl"])
+def test_accelerate_launch_path_on_cpu_with_one_process(armdir: Path, arm: str):
+    """common.launch with the repo's DDP config: the stage reruns itself under `accelerate launch` (one CPU
+    process here) and writes the same bytes as the in-process run, with its MLflow run."""
+    import mlflow
+
+    _stage(arm)
+    direct = _tree_bytes(armdir / "models" / arm)
+    shutil.rmtree(armdir / "models" / arm)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "configs", armdir / "configs")
+    _params(armdir, {"common": {"launch": {"num_processes": 1, "config_file": "configs/accelerate/ddp.yaml"}}})
+    r = _stage(arm)
+    assert _tree_bytes(armdir / "models" / arm) == direct
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{armdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dcv-test")
+    runs = client.search_runs([exp.experiment_id], f"tags.`dcv.stage` = '{arm}'")
+    assert len(runs) == 2 and all(x.info.status == "FINISHED" for x in runs)
+    assert runs[0].data.params["common.launch.config_file"] == "configs/accelerate/ddp.yaml"
+    assert runs[0].data.tags["launcher"] == "accelerate/1" and "launcher" not in runs[1].data.tags
+
+
+def test_launch_params_are_checked(armdir: Path):
+    _params(armdir, {"common": {"launch": {"num_processes": 2}}})
+    r = _invoke("stage", "sft")
+    assert r.exit_code == 2 and "common.launch.config_file: needed when num_processes > 1" in r.output
+    _params(armdir, {"common": {"launch": {"config_file": "configs/accelerate/nope.yaml"}}})
+    r = _invoke("stage", "rl")
+    assert r.exit_code == 2 and "common.launch.config_file: file not found" in r.output
 
 
 @pytest.mark.slow

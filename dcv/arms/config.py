@@ -39,6 +39,9 @@ class CheckpointEvalConfig(BaseModel):
 
     max_new_tokens: int = Field(4, ge=1, le=512, description="Greedy tokens generated per target eval prompt.")
     batch_size: int = Field(128, ge=1, le=4096, description="Prompts per forward pass in evaluation.")
+    kl_samples: int = Field(4, ge=1, le=1024, description="Completions sampled from the base per target eval prompt for the sampled-sequence forward KL.")
+    kl_max_new_tokens: int = Field(6, ge=1, le=4096, description="Longest sampled completion for the sampled-sequence KL (ends earlier at end-of-sequence).")
+    kl_seed: int = Field(0, ge=0, description="Seed of the base's samples (the same samples score every checkpoint).")
 
 
 class ArmConfig(BaseModel):
@@ -100,6 +103,7 @@ class RLArmConfig(ArmConfig):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
     beta: float = Field(0.0, ge=0.0, description="KL penalty to the base (0 = no reference model, as in RL's Razor).")
+    entropy_coef: float = Field(0.0, ge=0.0, le=10.0, description="Entropy bonus on the sampled tokens (keeps the policy from collapsing onto one answer before it has learned the content).")
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO-style clip range.")
     num_iterations: int = Field(1, ge=1, le=64, description="Optimisation passes per generated batch.")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field("dapo", description="GRPO loss aggregation.")

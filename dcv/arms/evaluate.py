@@ -2,7 +2,9 @@
 
 - `target_accuracy`: greedy completions on the target eval split, judged by the shared rule (`dcv.arms.rewards`);
 - `probe_accuracy`: mean top-1 accuracy over the prior-capability probe sets (`probes` holds each capability);
-- `forward_kl`: E_x KL(pi0 || pi) at the answer position on the target eval prompts (`dcv.kl`).
+- `forward_kl`: E_x KL(pi0 || pi) at the answer position on the target eval prompts (`dcv.kl`);
+- `forward_kl_seq`: the same KL over whole completions, estimated on `kl_samples` completions per prompt sampled
+  once from the base (for answers longer than one token; `dcv.kl.sequence_kl`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dcv.arms.config import CheckpointEvalConfig
-from dcv.kl import answer_logprobs, forward_kl
+from dcv.kl import answer_logprobs, completion_logprobs, forward_kl, sample_completions, sequence_kl
 
 
 class CheckpointEvaluator:
@@ -24,6 +26,9 @@ class CheckpointEvaluator:
         self.probe_dir = Path(probe_dir)
         self.prompts = [r["prompt"] for r in target_eval]
         self.base_logprobs = answer_logprobs(base_model, tok, self.prompts, cfg.batch_size)
+        self.samples = sample_completions(base_model, tok, self.prompts, cfg.kl_samples, cfg.kl_max_new_tokens,
+                                          cfg.kl_seed)
+        self.base_seq_logprobs = completion_logprobs(base_model, self.samples, cfg.batch_size)
 
     @torch.no_grad()
     def __call__(self, model) -> dict:
@@ -35,7 +40,8 @@ class CheckpointEvaluator:
         probes = {c: evaluate_probes(model, self.tok, rows, where=str(self.probe_dir / f"{c}.jsonl"))["accuracy"]
                   for c, rows in self.probe_sets.items()}
         kl = forward_kl(self.base_logprobs, answer_logprobs(model, self.tok, self.prompts, self.cfg.batch_size))
+        kl_seq = sequence_kl(self.base_seq_logprobs, completion_logprobs(model, self.samples, self.cfg.batch_size))
         return {"target_accuracy": target["accuracy"],
                 "probe_accuracy": sum(probes.values()) / len(probes) if probes else float("nan"),
-                "probes": probes, "forward_kl": kl,
+                "probes": probes, "forward_kl": kl, "forward_kl_seq": kl_seq,
                 "target_letter_distribution": target["letter_distribution"]}

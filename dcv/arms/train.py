@@ -61,42 +61,65 @@ def peft_config(cfg: ArmConfig):
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
 
 
-def save_checkpoint(model, tok, directory: Path, marker: dict) -> None:
-    """Save a full model directory; a LoRA model is saved with its adapter merged into a copy of the weights."""
+def save_checkpoint(model, tok, directory: Path, marker: dict, state_dict: dict | None = None) -> None:
+    """Save a full model directory; a LoRA model is saved with its adapter merged into a copy of the weights.
+    `state_dict`: the gathered full weights when the model's own are sharded (ZeRO-3, FSDP)."""
+    from dcv.errors import DcvError
     from dcv.models import save_model
 
     if hasattr(model, "merge_and_unload"):  # peft.PeftModel
+        if state_dict is not None:
+            raise DcvError("finetune: lora with sharded parameters (ZeRO-3/FSDP) is not supported: use ddp or zero2")
         model = copy.deepcopy(model).merge_and_unload()
     # Trainers switch the KV cache off for training; the saved config keeps the base's inference setting.
     cfg = model.config
     prev, cfg.use_cache = cfg.use_cache, True
     try:
-        save_model(model, tok, directory, marker)
+        save_model(model, tok, directory, marker, state_dict)
     finally:
         cfg.use_cache = prev
 
 
 class CheckpointCallback(TrainerCallback):
-    """At each checkpoint step: save and evaluate the model (in eval mode, then back to train mode).
+    """At each checkpoint step, hand the model to `on_checkpoint(step, model, state_dict)` on the main process.
 
-    Training metrics the Trainer logs (loss, reward, reward_std, ...) go to `on_log` with their step.
+    Under a distributed launch whose parameters are sharded (ZeRO-3, FSDP) every rank first takes part in gathering
+    the full `state_dict` (else it is None); the other ranks wait until the main process has saved. Training
+    metrics the Trainer logs (loss, reward, reward_std, ...) go to `on_log` with their step.
     """
 
-    def __init__(self, steps: list[int], on_checkpoint: Callable[[int, object], None], on_log: LogFn | None = None):
+    def __init__(self, steps: list[int], on_checkpoint: Callable[[int, object, dict | None], None],
+                 on_log: LogFn | None = None):
         self.steps = set(steps)
         self.on_checkpoint = on_checkpoint
         self.on_log_fn = on_log
+        self.trainer = None
+
+    def bind(self, trainer) -> None:
+        self.trainer = trainer
+
+    def _sharded(self) -> bool:
+        acc = self.trainer.accelerator if self.trainer is not None else None
+        if acc is None or acc.num_processes == 1:
+            return False
+        ds = getattr(acc.state, "deepspeed_plugin", None)
+        return (ds is not None and ds.zero_stage == 3) or acc.distributed_type.name == "FSDP"
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step in self.steps:
-            was_training = model.training
-            model.eval()
-            self.on_checkpoint(state.global_step, model)
-            model.train(was_training)
+            acc = self.trainer.accelerator if self.trainer is not None else None
+            state_dict = acc.get_state_dict(self.trainer.model_wrapped) if self._sharded() else None
+            if acc is None or acc.is_main_process:
+                was_training = model.training
+                model.eval()
+                self.on_checkpoint(state.global_step, model, state_dict)
+                model.train(was_training)
+            if acc is not None:
+                acc.wait_for_everyone()
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.on_log_fn and logs:
+        if self.on_log_fn and logs and state.is_world_process_zero:
             flat = {k: float(v) for k, v in logs.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
             flat = {k: v for k, v in flat.items() if not k.startswith("train_")}  # end-of-training timings
@@ -117,6 +140,7 @@ def train_sft(model, tok, rows: list[dict], cfg: SFTArmConfig, seed: int, device
                      dataset_num_proc=None, loss_type="nll", assistant_only_loss=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(sft_records(rows, cfg.completion_form)),
                          processing_class=tok, peft_config=peft_config(cfg), callbacks=[callback])
+    callback.bind(trainer)
     trainer.train()
     return trainer.model
 
@@ -150,10 +174,11 @@ def train_rl(model, tok, rows: list[dict], cfg: RLArmConfig, seed: int, device: 
         mask_truncated_completions=cfg.mask_truncated_completions, shuffle_dataset=True, remove_unused_columns=False,
         importance_sampling_level="token", multi_objective_aggregation="sum_then_normalize", reward_weights=None,
         disable_dropout=False, use_vllm=False, log_completions=False, sync_ref_model=False,
-        top_entropy_quantile=1.0, entropy_coef=0.0,
+        top_entropy_quantile=1.0, entropy_coef=cfg.entropy_coef, use_adaptive_entropy=False,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=[correctness], args=args,
                           train_dataset=datasets.Dataset.from_list(rl_records(rows)), processing_class=tok,
                           peft_config=peft_config(cfg), callbacks=[callback])
+    callback.bind(trainer)
     trainer.train()
     return trainer.model
