@@ -110,3 +110,27 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise DcvError(f"{path}:{i}: expected a JSON object")
             rows.append(row)
     return rows
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy with NaN and infinite floats as None (JSON has no NaN) and tuples as lists."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    return obj
+
+
+def write_csv(path: Path, columns: list[str], rows: Iterable[dict]) -> None:
+    """A CSV file with a header; floats as repr, None as an empty field (the same values give the same bytes)."""
+
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        s = repr(v) if isinstance(v, float) else str(v)
+        return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
+
+    lines = [",".join(columns)] + [",".join(cell(r.get(c)) for c in columns) for r in rows]
+    write_text(path, "\n".join(lines) + "\n")

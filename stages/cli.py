@@ -77,6 +77,45 @@ def rl(params: str = ParamsOpt) -> None:
     _call(lambda: arms.main("rl", params))
 
 
+@stage_app.command("extract-circuits")
+def extract_circuits(
+    params: str = ParamsOpt,
+    model: str = typer.Option(None, "--model", help="By hand: measure this model dir (or cached hub id) only."),
+    capability: list[str] = typer.Option(None, "--capability", help="By hand: probe set(s) of data/prepared/probes (default: all)."),
+    probes: str = typer.Option(None, "--probes", help="By hand: a probe JSONL file instead of --capability."),
+    base: str = typer.Option(None, "--base", help="By hand: the base to compare with (default: models/base for this repo's models)."),
+    out: str = typer.Option("circuits-by-hand", "--out", help="By hand: where the JSON and PNG go."),
+) -> None:
+    """Head effects, circuits and faithfulness of every model and capability: circuits/, metrics/extract-circuits.json."""
+    from stages import extract_circuits as s
+
+    _call(lambda: s.main(params, model, capability or None, probes, base, out))
+
+
+@stage_app.command("score-dcv")
+def score_dcv(params: str = ParamsOpt) -> None:
+    """Circuit vulnerability per model and DCV = CV^sft - CV^rl with bootstrap CIs: metrics/score-dcv.json, plots/dcv."""
+    from stages import score_dcv as s
+
+    _call(lambda: s.main(params))
+
+
+@stage_app.command("evaluate-forgetting")
+def evaluate_forgetting(params: str = ParamsOpt) -> None:
+    """Prior-capability accuracy, target accuracy and forward KL of every checkpoint: metrics/evaluate-forgetting.json."""
+    from stages import evaluate_forgetting as s
+
+    _call(lambda: s.main(params))
+
+
+@stage_app.command("report")
+def report(params: str = ParamsOpt) -> None:
+    """reports/report.md: setup, figures and a verdict computed from the metrics."""
+    from stages import report as s
+
+    _call(lambda: s.main(params))
+
+
 def main() -> None:
     app()
 

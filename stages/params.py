@@ -16,7 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dcv.arms.config import RLArmConfig, SFTArmConfig
+from dcv.circuits.config import CircuitsConfig
 from dcv.errors import DcvError
+from dcv.forgetting import ForgettingConfig
+from dcv.scoring.config import ScoreConfig
 from dcv.toy.corpus import CorpusConfig
 from dcv.toy.pretrain import PretrainConfig, ToyModelConfig
 from dcv.toy.world import WorldConfig
@@ -110,6 +113,9 @@ class Params(_Section):
     base: BaseParams = Field(default_factory=BaseParams)
     sft: SFTArmConfig = Field(default_factory=SFTArmConfig)
     rl: RLArmConfig = Field(default_factory=RLArmConfig)
+    circuits: CircuitsConfig = Field(default_factory=CircuitsConfig)
+    dcv: ScoreConfig = Field(default_factory=ScoreConfig)
+    forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
 
 
 # YAML 1.1 reads 1e-3 as a string; accept it as the float every user means.

@@ -1,0 +1,125 @@
+"""Forward passes on probe pairs: the metric, the clean and corrupted runs every measure reuses, and patched runs
+that stack many interventions (one per head, or one per circuit size) along the batch of a single forward.
+
+metric m = logit(answer) - logit(distractor) at each row's last real token, in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dcv.circuits.hooks import HeadSites, find_heads, head_hooks, logits_at
+from dcv.circuits.pairs import PairBatch
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def metric(model, ids: torch.Tensor | None, mask: torch.Tensor, last: torch.Tensor, answer: torch.Tensor,
+           distractor: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """m per row [batch] (float32); give token `ids`, or `embeds` [batch, pos, d_model] instead."""
+    with logits_at(model, last):
+        out = model(input_ids=ids, inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+    logits = out.logits[:, 0].float()  # [batch, vocab]
+    return logits.gather(1, answer[:, None])[:, 0] - logits.gather(1, distractor[:, None])[:, 0]
+
+
+@dataclass
+class PairRun:
+    """One batch of pairs run clean and corrupted: head activations per layer and m per pair."""
+
+    batch: PairBatch  # on the model's device
+    clean_z: list[torch.Tensor]  # per layer [batch, pos, head, d_head]
+    corrupt_z: list[torch.Tensor]
+    m_clean: torch.Tensor  # [batch] float32
+    m_corrupt: torch.Tensor
+
+
+@dataclass
+class ProbedModel:
+    """A model with its clean and corrupted runs on one probe set: the caches that every method reuses."""
+
+    model: object
+    sites: HeadSites
+    runs: list[PairRun]
+    n_pairs: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.sites.shape
+
+    def gather(self, per_batch: list[torch.Tensor]) -> torch.Tensor:
+        """Per-batch results [batch, ...] back in probe-row order [n_pairs, ...] (float32, CPU)."""
+        out = torch.empty(self.n_pairs, *per_batch[0].shape[1:], dtype=torch.float32)
+        for run, x in zip(self.runs, per_batch):
+            out[torch.tensor(run.batch.index)] = x.detach().float().cpu()
+        return out
+
+
+@torch.no_grad()
+def _capture(model, sites: HeadSites, b: PairBatch, ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    zs: list[torch.Tensor] = [None] * sites.n_layers  # type: ignore[list-item]
+
+    def keep(layer: int, z: torch.Tensor) -> None:
+        zs[layer] = z.clone()
+
+    with head_hooks(sites, keep):
+        m = metric(model, ids, b.mask, b.last, b.answer, b.distractor)
+    return zs, m
+
+
+def probe_model(model, batches: list[PairBatch]) -> ProbedModel:
+    """Run every batch clean and corrupted once (two forwards a batch), keeping the head activations."""
+    sites = find_heads(model)
+    dev = model_device(model)
+    runs = []
+    for b in batches:
+        b = b.to(dev)
+        cz, mc = _capture(model, sites, b, b.clean)
+        xz, mx = _capture(model, sites, b, b.corrupt)
+        runs.append(PairRun(b, cz, xz, mc, mx))
+    return ProbedModel(model, sites, runs, sum(len(b) for b in batches))
+
+
+@torch.no_grad()
+def patched_metric(model, sites: HeadSites, b: PairBatch, sources: list[list[torch.Tensor]], choice: torch.Tensor,
+                   group: int) -> torch.Tensor:
+    """m of the clean prompts under R interventions, [R, batch] float32.
+
+    `choice` [R, layer, head] says for each intervention where each head's activation comes from: 0 = its own
+    (clean) value, s = `sources[s - 1][layer]` ([batch, pos, head, d_head]). `group` interventions share a forward
+    (the clean batch stacked `group` times), so one forward patches many heads.
+    """
+    R, B = choice.shape[0], len(b)
+    choice, choice_dev = choice.cpu(), choice.to(model_device(model))
+    out = []
+    for s in range(0, R, group):
+        c, c_dev = choice[s : s + group], choice_dev[s : s + group]  # [G, layer, head]; the CPU copy decides
+        G = c.shape[0]
+
+        def patch(layer: int, z: torch.Tensor):
+            if not bool(c[:, layer].any()):
+                return None
+            z = z.reshape(G, B, *z.shape[1:])  # [G, batch, pos, head, d_head]
+            for k, src in enumerate(sources, 1):
+                if bool((c[:, layer] == k).any()):
+                    sel = c_dev[:, layer] == k  # [G, head]
+                    z = torch.where(sel[:, None, None, :, None], src[layer][None], z)
+            return z.reshape(G * B, *z.shape[2:])
+
+        with head_hooks(sites, patch):
+            m = metric(model, b.clean.repeat(G, 1), b.mask.repeat(G, 1), b.last.repeat(G), b.answer.repeat(G),
+                       b.distractor.repeat(G))
+        out.append(m.view(G, B))
+    return torch.cat(out)
+
+
+def one_hot_heads(shape: tuple[int, int], source: int = 1) -> torch.Tensor:
+    """One intervention per head, in (layer, head) order: [layer * head, layer, head] with `source` at that head."""
+    L, H = shape
+    c = torch.zeros(L * H, L, H, dtype=torch.long)
+    c.view(L * H, L * H)[torch.arange(L * H), torch.arange(L * H)] = source
+    return c

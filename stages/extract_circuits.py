@@ -1,0 +1,286 @@
+"""Stage `extract-circuits`: head effects, circuits and their faithfulness for the base and every fine-tuned model.
+
+    dcv stage extract-circuits [--params params.yaml]
+    dcv stage extract-circuits --model DIR [--capability NAME ...] [--probes FILE] [--base DIR] [--out DIR]
+
+For every capability (`data/prepared/probes/<capability>.jsonl`) and every model: `base` (`models/base`) and
+`<arm>/seed-<s>/step-<n>` for each `models/<arm>/seed-<s>/checkpoints/step-<n>/` of the seeds in `common.seeds`
+(step 0 is the base; `final/` holds the last checkpoint's weights, which is marked `"final": true`). Outs:
+
+    circuits/<model>/<capability>.json   method, per-head signed effects (mean, |e| mean, per pair), metric means,
+                                         the model's own faithfulness curve, F of the base's ranking in this model
+                                         (`base_circuit`) and cross-model effects (fine-tuned heads put into the base)
+    circuits/<model>/<capability>.png    heatmap of the signed effects, layers x heads
+    circuits/index.json                  every model id with its directory, arm, seed, step and `final`
+    metrics/extract-circuits.json        per capability of the base: k80 (smallest k with F >= 0.8), f_at_k80, cpr,
+                                         the validation of eap / eap-ig against exact, seconds; wall_s
+
+By hand (`--model`), one model directory (toy or Hugging Face; a hub id resolves from the local cache) is measured
+on the named probe sets and written to `--out` (default `circuits-by-hand/`, never into the DVC out); a model under
+this repository's `models/` is compared with `models/base` (or `--base DIR`), any other model is its own reference.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dcv import io
+from dcv.errors import DcvError
+from stages.context import StageContext, seed_everything, stage
+
+SECTIONS = ["circuits", "common.seeds", "common.device", "common.torch_threads", "common.experiment"]
+PROBES = "data/prepared/probes"
+BASE = "models/base"
+OUT = "circuits"
+OUT_BY_HAND = "circuits-by-hand"
+OUT_METRICS = "metrics/extract-circuits.json"
+TARGET = 0.8  # k80 in the metrics file; score-dcv chooses the base circuit's own target (dcv.faithfulness_target)
+
+
+@dataclass
+class ModelEntry:
+    id: str  # `base` or `<arm>/seed-<s>/step-<n>`
+    dir: Path
+    arm: str | None = None
+    seed: int | None = None
+    step: int | None = None
+    final: bool = False
+
+
+def discover_models(root: Path, seeds: list[int]) -> list[ModelEntry]:
+    """The base, then each arm's checkpoints (arms: `models/*/seed-*/checkpoints/step-*`) for the listed seeds."""
+    from dcv.arms import checkpoint_dirs, final_dir, seed_dirs
+    from dcv.models import read_marker
+
+    base = root / BASE
+    if not (base / "config.json").is_file():
+        raise DcvError(f"{base}: not a model directory (run stage base first)")
+    out = [ModelEntry("base", base)]
+    arms = sorted({p.parents[2].name for p in (root / "models").glob("*/seed-*/checkpoints/step-*")} - {"base"})
+    for arm in arms:
+        arm_dir = root / "models" / arm
+        have = seed_dirs(arm_dir)
+        for seed in seeds:
+            if seed not in have:
+                raise DcvError(f"{arm_dir}/seed-{seed}: missing, but common.seeds lists seed {seed} (run stage {arm})")
+            steps = {s: d for s, d in checkpoint_dirs(arm_dir, seed).items() if s > 0}
+            if not steps:
+                raise DcvError(f"{arm_dir}/seed-{seed}/checkpoints: no step-<n> checkpoints")
+            final_step = read_marker(final_dir(arm_dir, seed)).get("step", max(steps))
+            out += [ModelEntry(f"{arm}/seed-{seed}/step-{s}", d, arm, seed, s, s == final_step) for s, d in steps.items()]
+    return out
+
+
+def load_capabilities(probes_dir: Path, names: list[str] | None = None) -> dict[str, list[dict]]:
+    from dcv.probes import load_probes
+
+    files = sorted(probes_dir.glob("*.jsonl")) if names is None else [probes_dir / f"{n}.jsonl" for n in names]
+    if not files:
+        raise DcvError(f"{probes_dir}: no probe sets (*.jsonl)")
+    return {f.stem: load_probes(f) for f in files}
+
+
+def encode(tok, caps: dict[str, list[dict]], batch_size: int, where: dict[str, str]) -> dict:
+    """Pair batches per capability (errors name the probe file and line)."""
+    from dcv.circuits.pairs import pair_batches
+
+    return {c: pair_batches(tok, rows, batch_size, where[c]) for c, rows in caps.items()}
+
+
+def write_circuit(out: Path, entry: ModelEntry, cap: str, record: dict, root: Path) -> Path:
+    from dcv.circuits.heatmap import heatmap_png
+
+    model_dir = entry.dir.relative_to(root) if entry.dir.is_relative_to(root) else entry.dir
+    rec = {"model": entry.id, "model_dir": str(model_dir), "capability": cap, "final": entry.final, **record}
+    path = out / entry.id / f"{cap}.json"
+    io.write_json(path, rec)
+    io.write_bytes(path.with_suffix(".png"), heatmap_png(record["effects"], f"{entry.id} | {cap} | {record['method']}"))
+    return path
+
+
+def _load(ctx: StageContext, directory: Path):
+    from dcv.models import load_model
+
+    return load_model(directory, ctx.params.common.device, ctx.params.circuits.dtype)
+
+
+def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelEntry]) -> dict:
+    from dcv.circuits.effects import head_effects
+    from dcv.circuits.extract import BaseReference, extract, k_at, rounded, validate_methods
+
+    t0 = time.perf_counter()
+    p, common = ctx.params.circuits, ctx.params.common
+    seed_everything(common.seeds[0], common.torch_threads)
+    where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
+    kw = {"method": p.method, "steps": p.eap_ig_steps, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
+    refs: dict[str, BaseReference] = {}
+    per_cap: dict[str, dict] = {}
+    with io.atomic_dir(ctx.path(OUT)) as out:
+        for entry in models:
+            t_model = time.perf_counter()
+            model, tok = _load(ctx, entry.dir)
+            batches = encode(tok, caps, p.batch_size, where)
+            log: dict[str, float] = {}
+            for cap, b in batches.items():
+                t_cap = time.perf_counter()
+                x = extract(model, b, base=refs.get(cap), **kw)
+                write_circuit(out, entry, cap, x.record, ctx.root)
+                if entry.id == "base":
+                    refs[cap] = BaseReference(x.probed, x.curve.order)
+                    k80, f80 = k_at(x.curve, TARGET)
+                    per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
+                                    "cpr": x.record["faithfulness"]["cpr"], "seconds": round(time.perf_counter() - t_cap, 3)}
+                    if p.validate_methods:
+                        ref = x.effects if p.method == "exact" else head_effects(model, b, "exact", probed=x.probed,
+                                                                                 heads_per_forward=p.heads_per_forward)
+                        per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p.eap_ig_steps, p.heads_per_forward))
+                else:
+                    bc = x.record["base_circuit"]
+                    k80 = per_cap[cap]["k80"]
+                    log[f"{entry.arm}/seed-{entry.seed}/{cap}/cpr"] = x.record["faithfulness"]["cpr"]
+                    if k80 is not None:
+                        log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80)]
+            if entry.step is not None:
+                ctx.run.log_step(entry.step, log)
+            del model
+            print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
+        index = {e.id: {"model_dir": str(e.dir.relative_to(ctx.root)), "arm": e.arm, "seed": e.seed, "step": e.step,
+                        "final": e.final} for e in models}
+        io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index})
+    metrics = {"method": p.method, "steps": p.eap_ig_steps if p.method == "eap-ig" else None, "n_models": len(models),
+               "capabilities": per_cap, "wall_s": round(time.perf_counter() - t0, 2)}
+    io.write_json(ctx.path(OUT_METRICS), metrics)
+    ctx.run.log_final(metrics)
+    ctx.run.log_artifacts(ctx.path(OUT), "circuits")
+    ctx.run.log_artifacts(ctx.path(OUT_METRICS))
+    return metrics
+
+
+def check_inputs(root: Path, seeds: list[int], batch_size: int) -> tuple[dict, list[ModelEntry]]:
+    """Probe sets, models and tokenisation checked before the MLflow run opens (errors name file and line)."""
+    from dcv.models import load_tokenizer
+
+    caps = load_capabilities(root / PROBES)
+    models = discover_models(root, seeds)
+    encode(load_tokenizer(root / BASE), caps, batch_size, {c: f"{PROBES}/{c}.jsonl" for c in caps})
+    return caps, models
+
+
+# ---- by hand: one model directory ------------------------------------------------------------------------------
+
+def _model_dir(ref: str) -> Path:
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise DcvError(f"--model: {p}: not a model directory (no config.json)")
+        return p.resolve()
+    from dcv.models import resolve_hf
+
+    try:
+        return resolve_hf(ref, None)[0]
+    except DcvError as e:
+        raise DcvError(f"--model: {str(e).split(': ', 1)[-1]}") from None
+
+
+def by_hand_entry(directory: Path, root: Path) -> tuple[ModelEntry, bool]:
+    """The model's entry (its pipeline id for this repository's models) and whether it is under `models/`."""
+    from dcv.arms import final_dir
+    from dcv.models import read_marker
+
+    try:
+        rel = directory.relative_to((root / "models").resolve())
+    except ValueError:
+        return ModelEntry(directory.name, directory), False
+    d = root / "models" / rel
+    m = re.fullmatch(r"([^/]+)/seed-(\d+)/(?:checkpoints/step-(\d+)|final)", rel.as_posix())
+    if rel == Path("base") or not m:
+        return ModelEntry(rel.as_posix(), d), True
+    arm, seed = m[1], int(m[2])
+    final_step = read_marker(final_dir(root / "models" / arm, seed)).get("step")
+    if m[3] is None:
+        return ModelEntry(f"{arm}/seed-{seed}/final", d, arm, seed, final_step, True), True
+    step = int(m[3])
+    return ModelEntry(f"{arm}/seed-{seed}/step-{step}", d, arm, seed, step, step == final_step), True
+
+
+@dataclass
+class ByHand:
+    """What a by-hand run measures, checked before the MLflow run opens."""
+
+    entry: ModelEntry
+    base_dir: Path | None
+    caps: dict[str, list[dict]]
+    where: dict[str, str]
+
+
+def plan_by_hand(root: Path, batch_size: int, model_ref: str, capabilities: list[str] | None, probes: str | None,
+                 base_ref: str | None) -> ByHand:
+    from dcv.models import load_tokenizer
+
+    directory = _model_dir(model_ref)
+    entry, in_repo = by_hand_entry(directory, root)
+    if probes:
+        f = Path(probes)
+        caps, where = load_capabilities(f.parent, [f.stem]), {f.stem: str(f)}
+    else:
+        caps = load_capabilities(root / PROBES, capabilities)
+        where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
+    base_dir = _model_dir(base_ref) if base_ref else ((root / BASE).resolve() if in_repo else None)
+    if base_dir == directory:
+        base_dir = None
+    for d in (directory, base_dir):
+        if d is not None:
+            encode(load_tokenizer(d), caps, batch_size, where)
+    return ByHand(entry, base_dir, caps, where)
+
+
+def run_by_hand(ctx: StageContext, plan: ByHand, out_dir: Path) -> list[Path]:
+    from dcv.circuits.extract import BaseReference, extract, k_at
+
+    p = ctx.params.circuits
+    seed_everything(ctx.params.common.seeds[0], ctx.params.common.torch_threads)
+    kw = {"method": p.method, "steps": p.eap_ig_steps, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
+    refs = {}
+    if plan.base_dir is not None:
+        base, btok = _load(ctx, plan.base_dir)
+        for cap, b in encode(btok, plan.caps, p.batch_size, plan.where).items():
+            x = extract(base, b, **kw)
+            refs[cap] = BaseReference(x.probed, x.curve.order)
+    model, tok = _load(ctx, plan.entry.dir)
+    written = []
+    for cap, b in encode(tok, plan.caps, p.batch_size, plan.where).items():
+        t0 = time.perf_counter()
+        x = extract(model, b, base=refs.get(cap), **kw)
+        path = write_circuit(out_dir, plan.entry, cap, x.record, ctx.root)
+        k, f = k_at(x.curve, TARGET)
+        summary = {"k80": k, "f_at_k80": f, "n_heads": len(x.curve.order), "cpr": x.curve.cpr,
+                   "seconds": time.perf_counter() - t0}
+        ctx.run.log_final({cap: summary})
+        ctx.run.log_artifacts(path, f"circuits/{plan.entry.id}")
+        ctx.run.log_artifacts(path.with_suffix(".png"), f"circuits/{plan.entry.id}")
+        print(f"{path}: k80 {k} of {summary['n_heads']} heads, F {f if f is None else round(f, 3)}, "
+              f"cpr {x.curve.cpr:.3f}, {summary['seconds']:.1f} s", flush=True)
+        written.append(path)
+    return written
+
+
+def main(params: str, model: str | None = None, capabilities: list[str] | None = None, probes: str | None = None,
+         base: str | None = None, out: str = OUT_BY_HAND) -> None:
+    """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run)."""
+    from stages.params import load_params
+
+    prm = load_params(params)
+    root = Path(params).resolve().parent
+    if model is None:
+        if capabilities or probes or base:
+            raise DcvError("--capability, --probes and --base go with --model (measuring one model by hand)")
+        caps, models = check_inputs(root, prm.common.seeds, prm.circuits.batch_size)
+        with stage("extract-circuits", params, SECTIONS) as ctx:
+            run(ctx, caps, models)
+        return
+    plan = plan_by_hand(root, prm.circuits.batch_size, model, capabilities, probes, base)
+    with stage("extract-circuits", params, SECTIONS) as ctx:
+        run_by_hand(ctx, plan, Path(out).resolve())

@@ -1,0 +1,139 @@
+"""Stage `report` on the outputs of evaluate-forgetting (tiny world, perturbed checkpoints) and score-dcv
+(synthetic circuits for the same checkpoints): a readable document whose numbers all come from the metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stages.cli import app
+from tests import synthetic
+from tests.conftest import write_params
+
+
+def _stage(name: str):
+    r = CliRunner().invoke(app, ["stage", name])
+    assert r.exit_code == 0, r.output
+    return r
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> Path:
+    """Everything `report` reads: base, arms (seeds 0 and 1), evaluate-forgetting, score-dcv."""
+    d = tmp_path_factory.mktemp("chain")
+    write_params(d / "params.yaml", {"common": {"seeds": [0, 1]}, "dcv": {"n_bootstrap": 100}})
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+    mp.chdir(d)
+    try:
+        synthetic.tiny_project(d, seeds=(0, 1))
+        synthetic.write(d, seeds=(0, 1))
+        _stage("evaluate-forgetting")
+        _stage("score-dcv")
+    finally:
+        mp.undo()
+    return d
+
+
+def _copy(src: Path, dest: Path) -> None:
+    for sub in ("metrics", "plots"):
+        shutil.copytree(src / sub, dest / sub, dirs_exist_ok=True)
+    shutil.copy(src / "params.yaml", dest / "params.yaml")
+
+
+def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Path):
+    _copy(chain, workdir)
+    _stage("report")
+    rep = workdir / "reports"
+    text = (rep / "report.md").read_text()
+    for section in ("## Verdict", "## Setup", "## Adaptation and forgetting", "## Circuits", "## What predicts forgetting",
+                    "## Sanity checks"):
+        assert section in text, section
+    figs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
+    assert {f.split("/")[1] for f in figs} == {
+        "target-accuracy.png", "prior-accuracy.png", "pareto.png", "heads-ioi.png", "heads-induction.png", "dcv.png",
+        "forgetting-vs-cv-and-kl.png", "forgetting-vs-dcv-paired.png"}
+    for f in figs:
+        assert (rep / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Every caption is one line in italics right after its figure.
+    for m in re.finditer(r"!\[([^\]]*)\]\(figures/[^)]+\)\n\n\*([^\n]+)\*\n", text):
+        assert m.group(1) == m.group(2)
+    assert len(re.findall(r"!\[", text)) == len(re.findall(r"!\[([^\]]*)\]\(figures/[^)]+\)\n\n\*[^\n]+\*\n", text))
+    # The verdict is phrased from the numbers of the metrics files.
+    fg = json.loads((workdir / "metrics/evaluate-forgetting.json").read_text())
+    sc = json.loads((workdir / "metrics/score-dcv.json").read_text())
+    summary = json.loads((rep / "summary.json").read_text())
+    sft, rl = fg["arms"]["sft"]["forgetting"], fg["arms"]["rl"]["forgetting"]
+    assert summary["forgets_more"] == (sft > rl)
+    assert ("SFT forgets more" if sft > rl else "SFT does not forget more") in text
+    assert f"{sft:.3f}" in text and f"{rl:.3f}" in text
+    assert summary["dcv"]["equal_steps"]["side"] == "above"  # synthetic: SFT degrades 0.6, RL 0.15
+    assert "DCV > 0 with its 95% CI above 0 at equal steps (step 6)" in text
+    lo, hi = sc["mean"]["ci95"]["low"], sc["mean"]["ci95"]["high"]
+    assert f"{sc['mean']['dcv']:.3f} [{lo:.3f}, {hi:.3f}]" in text
+    r2 = summary["r2"]["forgetting_vs_cv"]
+    assert r2["n"] == 2 * 2 * 2 and f"R² = {r2['r2']:.2f}" in text
+    assert "toy-world Qwen2" in text and "seeds | 0, 1" in text
+    # MLflow: the run, its verdict numbers and the report as an artifact.
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dcv-test")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`dcv.stage` = 'report'")
+    assert run.data.metrics["forgetting.sft"] == sft
+    assert "report/report.md" in {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    # Rerun: the same bytes, figures included.
+    before = {p: p.read_bytes() for p in sorted(rep.rglob("*")) if p.is_file()}
+    _stage("report")
+    assert before == {p: p.read_bytes() for p in sorted(rep.rglob("*")) if p.is_file()}
+
+
+def test_report_without_inputs_stops_with_one_line(workdir: Path):
+    r = CliRunner().invoke(app, ["stage", "report"])
+    assert r.exit_code == 2 and "metrics/base.json: not found" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (workdir / "reports").exists() and not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_dvc_reruns_only_what_a_param_feeds(tmp_path: Path, monkeypatch):
+    """dvc repro of score-dcv, evaluate-forgetting and report (upstream outputs made by hand): editing
+    dcv.faithfulness_target reruns only score-dcv and report; forgetting.adaptation_fraction only
+    evaluate-forgetting and report. `dvc plots show` renders the curves."""
+    import yaml
+
+    from tests.conftest import make_repo, run
+
+    repo = make_repo(tmp_path / "repo", {"common": {"seeds": [0, 1]}, "dcv": {"n_bootstrap": 50}})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    synthetic.tiny_project(repo, seeds=(0, 1))
+    synthetic.write(repo, seeds=(0, 1))
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
+    dvc["stages"] = {k: v for k, v in dvc["stages"].items() if k in ("score-dcv", "evaluate-forgetting", "report")}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
+
+    def repro() -> set[str]:
+        r = run(["dvc", "repro"], repo)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
+
+    def edit(section: str, key: str, value) -> None:
+        p = yaml.safe_load((repo / "params.yaml").read_text())
+        p[section][key] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+    assert repro() == {"score-dcv", "evaluate-forgetting", "report"}
+    assert repro() == set()
+    edit("dcv", "faithfulness_target", 0.9)
+    assert repro() == {"score-dcv", "report"}
+    assert json.loads((repo / "metrics/score-dcv.json").read_text())["capabilities"]["ioi"]["base_circuit"]["k"] == 3
+    edit("forgetting", "adaptation_fraction", 0.5)
+    assert repro() == {"evaluate-forgetting", "report"}
+    r = run(["dvc", "plots", "show", "-o", str(tmp_path / "plots-html")], repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    html = (tmp_path / "plots-html/index.html").read_text()
+    assert "target accuracy vs step" in html and "circuit vulnerability vs step" in html
