@@ -6,7 +6,7 @@
 Both start from `models/base` and train on the prompts of `data/prepared/target/train.jsonl` for each seed of
 `common.seeds`. Outs (one DVC out per arm, written atomically: a killed run leaves only `.tmp-*` siblings):
 
-    models/<arm>/seed-<s>/checkpoints/step-<n>/   every `save_every` steps and the last step (dcv.arms layout)
+    models/<arm>/seed-<s>/checkpoints/step-<n>/   every `save_every` steps (or at `save_steps`) and the last step
     models/<arm>/seed-<s>/final/
     metrics/<arm>.json
 
@@ -87,7 +87,8 @@ def aggregate(arm: str, cfg, per_seed: dict[int, dict], base: dict, wall_s: floa
                            "target_letter_distribution": v["final"]["target_letter_distribution"],
                            "curve": [{"step": c["step"], **_summary(c)} for c in v["curve"]], "wall_s": v["wall_s"]}
                   for s, v in per_seed.items()},
-        "budget": {"max_steps": cfg.max_steps, "save_every": cfg.save_every, "prompts_per_step": cfg.prompts_per_step},
+        "budget": {"max_steps": cfg.max_steps, "save_every": cfg.save_every, "prompts_per_step": cfg.prompts_per_step,
+                   "checkpoint_steps": cfg.checkpoint_steps()},
         "wall_s": round(wall_s, 2),
     }
 

@@ -171,7 +171,7 @@ def _check_budgets(path: Path, p: Params) -> None:
     if not p.rl.match_sft_budget:
         return
     tail = "while rl.match_sft_budget is true (match them, or set it false)"
-    for key in ("max_steps", "save_every"):
+    for key in ("max_steps", "save_every", "save_steps"):
         a, b = getattr(p.sft, key), getattr(p.rl, key)
         if a != b:
             raise DcvError(f"{path}: rl.{key}: {b} differs from sft.{key} {a} {tail}")

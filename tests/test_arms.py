@@ -162,6 +162,9 @@ def test_arm_configs_and_budgets(tmp_path: Path):
     from stages.params import load_params
 
     assert SFTArmConfig(max_steps=10, save_every=4).checkpoint_steps() == [4, 8, 10]
+    assert SFTArmConfig(max_steps=10, save_steps=[5, 1, 2]).checkpoint_steps() == [1, 2, 5, 10]
+    with pytest.raises(ValidationError, match="save_steps"):
+        SFTArmConfig(max_steps=10, save_steps=[3, 11])
     assert RLArmConfig(per_device_train_batch_size=32, gradient_accumulation_steps=2, num_generations=8,
                        generation_batch_size=64).prompts_per_step == 8
     with pytest.raises(ValidationError, match="multiple of num_generations"):
@@ -255,7 +258,8 @@ def test_arm_writes_layout_metrics_and_mlflow(armdir: Path, arm: str):
     for k in ("target_accuracy", "probe_accuracy", "forward_kl"):
         assert m[k] == m["seeds"]["0"][k] == m["curve"][-1][k]
     assert set(m["probes"]) == {"induction", "ioi", "facts", "arithmetic", "mcqa"}
-    assert m["budget"] == {"max_steps": 6, "save_every": 3, "prompts_per_step": 4} and m["wall_s"] > 0
+    assert m["budget"] == {"max_steps": 6, "save_every": 3, "prompts_per_step": 4, "checkpoint_steps": [3, 6]}
+    assert m["wall_s"] > 0
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{armdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dcv-test")

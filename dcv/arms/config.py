@@ -51,6 +51,7 @@ class ArmConfig(BaseModel):
 
     max_steps: int = Field(400, ge=1, le=10_000_000, description="Optimizer steps.")
     save_every: int = Field(50, ge=1, description="Steps between checkpoints (the final step is always one).")
+    save_steps: list[int] | None = Field(None, description="Explicit checkpoint steps instead of every `save_every` (e.g. log-spaced: fast early change and slow late change both get points); the final step is always one.")
     learning_rate: float = Field(5.0e-4, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
     lr_scheduler_type: Scheduler = Field("constant_with_warmup", description="transformers scheduler name.")
     warmup_steps: int = Field(10, ge=0, description="Linear warmup steps.")
@@ -77,8 +78,18 @@ class ArmConfig(BaseModel):
     def prompts_per_step(self) -> int:
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
+    @field_validator("save_steps")
+    @classmethod
+    def _steps(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        steps = info.data.get("max_steps")
+        if v is not None and (not v or any(x < 1 or (steps is not None and x > steps) for x in v) or len(set(v)) != len(v)):
+            raise ValueError(f"must be distinct steps in 1..max_steps ({steps})")
+        return v
+
     def checkpoint_steps(self) -> list[int]:
-        """Steps that get a checkpoint: every `save_every`, and the last step."""
+        """Steps that get a checkpoint: `save_steps` (sorted) or every `save_every`, and the last step."""
+        if self.save_steps is not None:
+            return sorted(set(self.save_steps) | {self.max_steps})
         steps = list(range(self.save_every, self.max_steps + 1, self.save_every))
         return steps if steps and steps[-1] == self.max_steps else steps + [self.max_steps]
 

@@ -157,10 +157,12 @@ def train_rl(model, tok, rows: list[dict], cfg: RLArmConfig, seed: int, device: 
 
     datasets.disable_progress_bars()
 
+    sample_steps = set(cfg.checkpoint_steps())
+
     def correctness(prompts, completions, trainer_state=None, **kw):
         rewards = correctness_reward(prompts, completions, **kw)
         step = trainer_state.global_step if trainer_state is not None else 0
-        if on_samples and cfg.n_logged_completions and step % cfg.save_every == 0:
+        if on_samples and cfg.n_logged_completions and (step == 0 or step in sample_steps):
             on_samples([{"step": step, "prompt": p, "completion": c, "reward": r}
                         for p, c, r in list(zip(prompts, completions, rewards))[: cfg.n_logged_completions]])
         return rewards

@@ -88,8 +88,8 @@ def _setup(d: ReportData, a: str, b: str) -> str:
                 if arm == "rl" else arm)
         wall = [v["wall_s"] for v in m["seeds"].values()]
         rows.append([f"arm `{arm}`", f"{what}; {cfg['finetune']} fine-tuning, lr {cfg['learning_rate']:g}; "
-                                     f"{bud['max_steps']} steps × {bud['prompts_per_step']} prompts, checkpoint every "
-                                     f"{bud['save_every']}; {fmt(float(np.mean(wall)), 0)} s per seed"])
+                                     f"{bud['max_steps']} steps × {bud['prompts_per_step']} prompts, checkpoints at "
+                                     f"{_steps(bud)}; {fmt(float(np.mean(wall)), 0)} s per seed"])
     c0 = ", ".join(f"{c} {v['base_circuit']['k']}" + ("" if v["base_circuit"]["reached"] else " (target not reached)")
                    for c, v in sorted(sc["capabilities"].items()))
     methods = sorted({v["method"] for v in sc["capabilities"].values()})
@@ -255,3 +255,9 @@ def _sanity(s: dict) -> str:
              f"[{fmt(s['shuffled_arms']['ci95']['low'])}, {fmt(s['shuffled_arms']['ci95']['high'])}] — "
              + ("covers 0" if s["shuffled_arms"]["covers_zero"] else "does NOT cover 0")]]
     return _table(["check", "value"], rows)
+
+
+def _steps(budget: dict) -> str:
+    """Checkpoint steps of a budget: the list when written out, else the cadence."""
+    steps = budget.get("checkpoint_steps")
+    return ", ".join(str(x) for x in steps) if steps else f"every {budget['save_every']}"
