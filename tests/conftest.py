@@ -31,6 +31,9 @@ TINY = {
                   "num_key_value_heads": 2, "max_position_embeddings": 64},
         "train": {"steps": 30, "batch_size": 16, "warmup_steps": 5, "log_every": 10, "eval_every": 15},
     },
+    # tests set max_steps / save_every of their own; the default's explicit checkpoint steps would exceed them
+    "sft": {"save_steps": None},
+    "rl": {"save_steps": None},
 }
 
 

@@ -175,16 +175,16 @@ def test_arm_configs_and_budgets(tmp_path: Path):
         load_params(write_params(tmp_path / "params.yaml", {"sft": {"max_steps": 20}}))
     p = load_params(write_params(tmp_path / "params.yaml"))
     assert p.sft.prompts_per_step == p.rl.prompts_per_step and p.sft.max_steps == p.rl.max_steps
-    assert p.sft.completion_form == "word" and p.rl.beta == 0.0
-    for edit, key in (({"rl": {"max_steps": 70}}, "rl.max_steps"),
+    assert p.sft.completion_form == "word" and p.sft.checkpoint_steps() == p.rl.checkpoint_steps()
+    for edit, key in (({"rl": {"max_steps": 700}}, "rl.max_steps"),
                       ({"rl": {"num_generations": 4}}, "rl.per_device_train_batch_size")):
         with pytest.raises(DcvError, match=key):
             load_params(write_params(tmp_path / "params.yaml", edit))
-    load_params(write_params(tmp_path / "params.yaml", {"rl": {"max_steps": 70, "match_sft_budget": False}}))
+    load_params(write_params(tmp_path / "params.yaml", {"rl": {"max_steps": 700, "match_sft_budget": False}}))
 
 
 def test_unmatched_budget_stops_the_stage_in_one_line(workdir: Path):
-    write_params(workdir / "params.yaml", {"rl": {"max_steps": 70}})
+    write_params(workdir / "params.yaml", {"rl": {"max_steps": 700}})
     r = _invoke("stage", "rl")
     assert r.exit_code == 2
     lines = [l for l in r.output.splitlines() if l.strip()]
