@@ -137,6 +137,25 @@ def test_exact_matches_a_hand_patch_on_every_head_with_gqa():
             torch.testing.assert_close(e.per_pair[:, l, h], _manual_patch(model, batches[0], l, h), atol=1e-5, rtol=1e-4)
 
 
+def test_gradient_methods_from_scratch_equal_the_cached_path_and_leave_grads_alone():
+    """Without cached runs, eap / eap-ig take the clean run from their gradient pass: same effects and m as with
+    `probe_model`'s runs, and the model's requires_grad flags are as before."""
+    from dcv.circuits import head_effects, pair_batches
+    from dcv.circuits.patching import probe_model
+
+    model, rows = _model(seed=6), _rows(6, lengths=(4, 9, 6))
+    model.model.embed_tokens.weight.requires_grad_(False)
+    flags = [q.requires_grad for q in model.parameters()]
+    batches = pair_batches(_tok(), rows, batch_size=4)
+    probed = probe_model(model, batches)
+    for method, steps in (("eap", 1), ("eap-ig", 3)):
+        cold, warm = head_effects(model, batches, method, steps), head_effects(model, batches, method, steps, probed=probed)
+        assert cold.per_pair.abs().max() > 1e-3
+        for a, b in ((cold.per_pair, warm.per_pair), (cold.m_clean, warm.m_clean), (cold.m_corrupt, warm.m_corrupt)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert [q.requires_grad for q in model.parameters()] == flags
+
+
 def test_padded_batches_equal_unbatched():
     from dcv.circuits import pair_batches
     from dcv.circuits.extract import extract

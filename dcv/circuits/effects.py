@@ -3,7 +3,8 @@ interchangeable methods with one signature (shared/DESIGN.md, "Measures"):
 
 - `exact`: the patched forward itself. Corrupted activations are cached once; `heads_per_forward` heads are
   patched in one forward by stacking the clean batch, one copy per head.
-- `eap`: first order, (a_h(p~) - a_h(p)) . dm/da_h at the clean input: two forwards and one backward for all heads.
+- `eap`: first order, (a_h(p~) - a_h(p)) . dm/da_h at the clean input: for all heads, a forward of the corrupted
+  prompts and a forward and backward of the clean ones, which also gives the clean run.
 - `eap-ig`: the same with the gradient averaged over `steps` inputs between the corrupted and the clean input
   embeddings, alpha = 1/steps ... 1 (Hanna et al. 2024); `eap` is `eap-ig` with one step at the clean end.
 
@@ -12,14 +13,16 @@ Important heads usually have negative effects (corrupting them lowers m).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
-from dcv.circuits.hooks import head_hooks
+from dcv.circuits.hooks import HeadSites, find_heads, head_hooks
 from dcv.circuits.pairs import PairBatch
-from dcv.circuits.patching import ProbedModel, metric, one_hot_heads, patched_metric, probe_model
+from dcv.circuits.patching import (PairRun, ProbedModel, capture, metric, model_device, one_hot_heads,
+                                   patched_metric, probe_model)
 
 METHODS = ("exact", "eap", "eap-ig")
 
@@ -54,43 +57,97 @@ def exact(p: ProbedModel, steps: int, heads_per_forward: int) -> torch.Tensor:
     return p.gather(per_batch)
 
 
-def _mean_gradient(p: ProbedModel, b: PairBatch, alphas: torch.Tensor, chunk: int) -> list[torch.Tensor]:
-    """dm/dz per layer [batch, pos, head, d_head], averaged over inputs e(p~) + alpha (e(p) - e(p~))."""
-    embed = p.model.get_input_embeddings()
+@contextlib.contextmanager
+def _frozen(model) -> Iterator[None]:
+    """Parameters without grad while open (restored after): the passes need dm/dz only, and autograd then keeps no
+    inputs for weight gradients (about 20% of an `eap` pass on CPU)."""
+    flags = [(q, q.requires_grad) for q in model.parameters()]
+    for q, _ in flags:
+        q.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for q, f in flags:
+            q.requires_grad_(f)
+
+
+def _ig_pass(p_model, sites: HeadSites, b: PairBatch, alphas: torch.Tensor, chunk: int):
+    """Forwards with grad at inputs e(p~) + alpha (e(p) - e(p~)) (`torch.lerp`: exact at alpha 0 and 1), `chunk`
+    alphas stacked per forward.
+
+    Returns dm/dz per layer [batch, pos, head, d_head] averaged over the alphas > 0, and for alpha 0 and 1, when
+    among `alphas`, the head activations and m of that input: {alpha: (z per layer, m)} (alpha 1 is the clean run).
+    """
+    embed = p_model.get_input_embeddings()
     with torch.no_grad():
         e_clean, e_corrupt = embed(b.clean), embed(b.corrupt)  # [batch, pos, d_model]
     total: list[torch.Tensor] | None = None
+    ends: dict[float, tuple[list[torch.Tensor], torch.Tensor]] = {}
     B = len(b)
     for s in range(0, len(alphas), chunk):
-        a = alphas[s : s + chunk].to(e_clean.device, e_clean.dtype)
+        a = alphas[s : s + chunk]
         A = len(a)
-        x = (e_corrupt[None] + a[:, None, None, None] * (e_clean - e_corrupt)[None]).reshape(A * B, *e_clean.shape[1:])
+        w = a.to(e_clean.device, e_clean.dtype)[:, None, None, None]
+        x = torch.lerp(e_corrupt[None], e_clean[None], w).reshape(A * B, *e_clean.shape[1:])
         x.requires_grad_(True)
-        zs: list[torch.Tensor] = [None] * p.sites.n_layers  # type: ignore[list-item]
+        zs: list[torch.Tensor] = [None] * sites.n_layers  # type: ignore[list-item]
 
         def keep(layer: int, z: torch.Tensor) -> torch.Tensor:
             zs[layer] = z
             return z  # the tensor o_proj consumes, so the gradient is taken at it
 
-        with torch.enable_grad(), head_hooks(p.sites, keep):
-            m = metric(p.model, None, b.mask.repeat(A, 1), b.last.repeat(A), b.answer.repeat(A),
+        with torch.enable_grad(), _frozen(p_model), head_hooks(sites, keep):
+            m = metric(p_model, None, b.mask.repeat(A, 1), b.last.repeat(A), b.answer.repeat(A),
                        b.distractor.repeat(A), embeds=x)
-            grads = torch.autograd.grad(m.sum(), zs)
+            weight = (a > 0).to(m.device, m.dtype).repeat_interleave(B)  # alpha 0 is the corrupted run only
+            grads = torch.autograd.grad((m * weight).sum(), zs)
+        for i, alpha in enumerate(a.tolist()):
+            if alpha in (0.0, 1.0):
+                ends[alpha] = ([z.detach().view(A, B, *z.shape[1:])[i].clone() for z in zs],
+                               m.detach().view(A, B)[i].clone())
         g = [gr.float().view(A, B, *gr.shape[1:]).sum(0) for gr in grads]
         total = g if total is None else [t + x_ for t, x_ in zip(total, g)]
-    return [t / len(alphas) for t in total]
+    n = int((alphas > 0).sum())
+    return [t / n for t in total], ends
+
+
+def _scores(run: PairRun, grads: list[torch.Tensor]) -> torch.Tensor:
+    """(a_h(p~) - a_h(p)) . g_h summed over real positions and d_head: [batch, layer, head]."""
+    mask = run.batch.mask[:, :, None, None].float()
+    return torch.stack([((xz.float() - cz.float()) * g * mask).sum((1, 3))
+                        for xz, cz, g in zip(run.corrupt_z, run.clean_z, grads)], 1)
+
+
+def _alphas(steps: int) -> torch.Tensor:
+    return (torch.arange(1, steps + 1, dtype=torch.float64) / steps).float()  # 1/steps ... 1, exactly 1 at the end
 
 
 def _attribution(p: ProbedModel, steps: int, chunk: int) -> torch.Tensor:
-    alphas = torch.arange(1, steps + 1, dtype=torch.float32) / steps
+    """Given the cached runs: gradients only (one forward and backward per `chunk` alphas)."""
     per_batch = []
     for run in p.runs:
-        grads = _mean_gradient(p, run.batch, alphas, chunk)
-        mask = run.batch.mask[:, :, None, None].float()
-        e = [((xz.float() - cz.float()) * g * mask).sum((1, 3))  # [batch, head]
-             for xz, cz, g in zip(run.corrupt_z, run.clean_z, grads)]
-        per_batch.append(torch.stack(e, 1))  # [batch, layer, head]
+        grads, _ = _ig_pass(p.model, p.sites, run.batch, _alphas(steps), chunk)
+        per_batch.append(_scores(run, grads))
     return p.gather(per_batch)
+
+
+def attribution_from_scratch(model, batches: list[PairBatch], steps: int, chunk: int) -> tuple[ProbedModel, torch.Tensor]:
+    """`eap` (steps 1) or `eap-ig` without cached runs: the clean run is alpha 1 of the gradient pass, so only the
+    corrupted prompts get a forward of their own (no grad; stacking them into the gradient pass was slower, since
+    the backward then runs over them too). Returns the runs (as `probe_model` would, up to float rounding) and the
+    per-pair effects."""
+    sites, dev = find_heads(model), model_device(model)
+    runs, per_batch = [], []
+    for b in batches:
+        b = b.to(dev)
+        xz, mx = capture(model, sites, b, b.corrupt)
+        grads, ends = _ig_pass(model, sites, b, _alphas(steps), chunk)
+        cz, mc = ends[1.0]
+        run = PairRun(b, cz, xz, mc.float(), mx)
+        runs.append(run)
+        per_batch.append(_scores(run, grads))
+    p = ProbedModel(model, sites, runs, sum(len(b) for b in batches))
+    return p, p.gather(per_batch)
 
 
 def eap(p: ProbedModel, steps: int, heads_per_forward: int) -> torch.Tensor:
@@ -114,8 +171,11 @@ def head_effects(model, batches: list[PairBatch], method: str = "exact", steps: 
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
     if steps < 1 or heads_per_forward < 1:
         raise ValueError("steps and heads_per_forward must be >= 1")
-    p = probed or probe_model(model, batches)
-    per_pair = REGISTRY[method](p, steps, heads_per_forward)
+    if probed is None and method in ("eap", "eap-ig"):
+        p, per_pair = attribution_from_scratch(model, batches, steps if method == "eap-ig" else 1, heads_per_forward)
+    else:
+        p = probed or probe_model(model, batches)
+        per_pair = REGISTRY[method](p, steps, heads_per_forward)
     m_clean = p.gather([r.m_clean for r in p.runs])
     m_corrupt = p.gather([r.m_corrupt for r in p.runs])
     return HeadEffects(method, steps if method == "eap-ig" else None, per_pair, m_clean, m_corrupt)

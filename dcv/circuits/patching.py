@@ -60,7 +60,8 @@ class ProbedModel:
 
 
 @torch.no_grad()
-def _capture(model, sites: HeadSites, b: PairBatch, ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+def capture(model, sites: HeadSites, b: PairBatch, ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Head activations per layer and m of one forward of `ids` (the clean or corrupted prompts of `b`)."""
     zs: list[torch.Tensor] = [None] * sites.n_layers  # type: ignore[list-item]
 
     def keep(layer: int, z: torch.Tensor) -> None:
@@ -78,8 +79,8 @@ def probe_model(model, batches: list[PairBatch]) -> ProbedModel:
     runs = []
     for b in batches:
         b = b.to(dev)
-        cz, mc = _capture(model, sites, b, b.clean)
-        xz, mx = _capture(model, sites, b, b.corrupt)
+        cz, mc = capture(model, sites, b, b.clean)
+        xz, mx = capture(model, sites, b, b.corrupt)
         runs.append(PairRun(b, cz, xz, mc, mx))
     return ProbedModel(model, sites, runs, sum(len(b) for b in batches))
 
