@@ -150,39 +150,35 @@ def run(ctx: StageContext, arm: str, inputs: tuple | None = None) -> dict:
     common = ctx.params.common
     train_rows, eval_rows, probes = inputs or load_inputs(ctx.root)
     seed_everything(common.seeds[0], common.torch_threads)
+    base_marker = read_marker(ctx.path(BASE))
+    marker_base = {"tokenizer": base_marker.get("tokenizer", "auto"), "base": base_marker,
+                   "base_weights_sha256": weight_hashes(ctx.path(BASE))}
+    samples: list[dict] = []
+    if not is_main_process():  # the other ranks of a distributed launch only train alongside, and write nothing
+        with tempfile.TemporaryDirectory(prefix=f"dcv-{arm}-rank-") as out:
+            for seed in common.seeds:
+                train_seed(ctx, arm, seed, Path(out), train_rows, None, {}, marker_base, samples)
+        return {}
     base_model, tok = load_model(ctx.path(BASE), str(resolve_device(common.device)), "float32")
     evaluator = CheckpointEvaluator(base_model, tok, eval_rows, probes, cfg.eval, f"{DATA}/probes")
     base_eval = evaluator(base_model)
     del base_model
-    base_marker = read_marker(ctx.path(BASE))
-    marker_base = {"tokenizer": base_marker.get("tokenizer", "auto"), "base": base_marker,
-                   "base_weights_sha256": weight_hashes(ctx.path(BASE))}
     ctx.run.log_step(0, {f"curve/{k}": v for k, v in _summary(base_eval).items()})
 
     per_seed: dict[int, dict] = {}
-    samples: list[dict] = []
     out_dir = ctx.path(f"models/{arm}")
-    if not is_main_process():  # the other ranks of a distributed launch train alongside and write nothing
-        with tempfile.TemporaryDirectory(prefix=f"dcv-{arm}-rank-") as out:
-            for seed in common.seeds:
-                train_seed(ctx, arm, seed, Path(out), train_rows, evaluator, base_eval, marker_base, samples)
-        return {}
     with io.atomic_dir(out_dir) as out:
         for seed in common.seeds:
             per_seed[seed] = train_seed(ctx, arm, seed, out, train_rows, evaluator, base_eval, marker_base, samples)
     metrics = aggregate(arm, cfg, per_seed, base_eval, time.perf_counter() - t0)
-    io.write_json(ctx.path(f"metrics/{arm}.json"), metrics)
-
     for c in metrics["curve"][1:]:
         ctx.run.log_step(c["step"], {f"curve/{k}": c[k] for k in CURVE_KEYS})
-    ctx.run.log_final({k: v for k, v in metrics.items() if k not in ("curve", "budget")})
     if samples:
         ctx.run.log_table({k: [s[k] for s in samples] for k in ("seed", "step", "prompt", "completion", "reward")},
                           "completions.json")
-    for seed in common.seeds:
-        ctx.run.log_artifacts(final_dir(out_dir, seed), f"model/seed-{seed}")
-    ctx.run.log_artifacts(ctx.path(f"metrics/{arm}.json"))
-    return metrics
+    return ctx.finish(metrics, t0, f"metrics/{arm}.json",
+                      [(final_dir(out_dir, seed), f"model/seed-{seed}") for seed in common.seeds],
+                      final=lambda m: {k: v for k, v in m.items() if k not in ("curve", "budget")})
 
 
 LAUNCHED = "DCV_LAUNCHED"

@@ -93,12 +93,7 @@ def run(ctx: StageContext) -> dict:
     metrics["n_params"] = source["n_params"]
     with io.atomic_dir(ctx.path(OUT_MODEL)) as d:
         save_model(model.to("cpu") if p.kind == "toy" else model, tok, d, source)
-    metrics["wall_s"] = round(time.perf_counter() - t0, 2)
-    io.write_json(ctx.path(OUT_METRICS), metrics)
-    ctx.run.log_final(metrics)
-    ctx.run.log_artifacts(ctx.path(OUT_MODEL), "model")
-    ctx.run.log_artifacts(ctx.path(OUT_METRICS))
-    return metrics
+    return ctx.finish(metrics, t0, OUT_METRICS, [(OUT_MODEL, "model")])
 
 
 def main(params: str) -> None:

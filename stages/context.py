@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 from stages.params import Params, load_params, pick, section_hash
 
@@ -20,8 +21,24 @@ class StageContext:
     root: Path
     run: object  # dcv.tracking.StageRun
 
-    def path(self, rel: str) -> Path:
+    def path(self, rel: str | Path) -> Path:
         return self.root / rel
+
+    def finish(self, metrics: dict, t0: float, out: str, artifacts: Sequence[tuple[str | Path, str | None]] = (),
+               final: Callable[[dict], dict] | None = None) -> dict:
+        """How every stage ends: `wall_s` since `t0`, the metrics written to `out` (NaN as null, atomically), the
+        run's final metrics (`final(metrics)` where some keys are too big for MLflow), then the artifacts
+        ((path, artifact dir) pairs) and the metrics file itself. Returns what was written."""
+        from dcv import io
+
+        metrics["wall_s"] = round(time.perf_counter() - t0, 2)
+        metrics = io.json_safe(metrics)
+        io.write_json(self.path(out), metrics)
+        self.run.log_final(metrics if final is None else final(metrics))
+        for path, name in artifacts:
+            self.run.log_artifacts(self.path(path), name)
+        self.run.log_artifacts(self.path(out))
+        return metrics
 
 
 def seed_everything(seed: int, threads: int) -> None:

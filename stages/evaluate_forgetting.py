@@ -135,18 +135,13 @@ def run(ctx: StageContext, inputs: tuple) -> dict:
             io.write_csv(d / f"curve-{arm}.csv", cols, a["curve"])
         rows = _checkpoint_rows(metrics)
         io.write_csv(d / "checkpoints.csv", list(rows[0]), rows)
-    metrics["wall_s"] = round(time.perf_counter() - t0, 2)
-    metrics = io.json_safe(metrics)
-    io.write_json(ctx.path(OUT_METRICS), metrics)
-
+    metrics = io.json_safe(metrics)  # NaN -> None before the curves go to MLflow too
     for arm, a in metrics["arms"].items():
         for p in a["curve"]:
             ctx.run.log_step(p["step"], {f"{arm}/{k}": p[k] for k in CURVE_KEYS})
-    ctx.run.log_final({k: v for k, v in metrics.items() if k != "arms"} | {
-        "arms": {arm: {k: v for k, v in a.items() if k not in ("curve", "seeds")} for arm, a in metrics["arms"].items()}})
-    ctx.run.log_artifacts(ctx.path(OUT_PLOTS), "plots")
-    ctx.run.log_artifacts(ctx.path(OUT_METRICS))
-    return metrics
+    return ctx.finish(metrics, t0, OUT_METRICS, [(OUT_PLOTS, "plots")], final=lambda m: (
+        {k: v for k, v in m.items() if k != "arms"}
+        | {"arms": {arm: {k: v for k, v in a.items() if k not in ("curve", "seeds")} for arm, a in m["arms"].items()}}))
 
 
 def main(params: str) -> None:

@@ -151,12 +151,8 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelEntry]
                         "final": e.final} for e in models}
         io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index})
     metrics = {"method": p.method, "steps": p.eap_ig_steps if p.method == "eap-ig" else None, "n_models": len(models),
-               "capabilities": per_cap, "wall_s": round(time.perf_counter() - t0, 2)}
-    io.write_json(ctx.path(OUT_METRICS), metrics)
-    ctx.run.log_final(metrics)
-    ctx.run.log_artifacts(ctx.path(OUT), "circuits")
-    ctx.run.log_artifacts(ctx.path(OUT_METRICS))
-    return metrics
+               "capabilities": per_cap}
+    return ctx.finish(metrics, t0, OUT_METRICS, [(OUT, "circuits")])
 
 
 def check_inputs(root: Path, seeds: list[int], batch_size: int) -> tuple[dict, list[ModelEntry]]:

@@ -209,13 +209,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
                 dcv_rows.append({"comparison": name, "capability": c, "dcv": v["dcv"], "low": v["ci95"]["low"],
                                  "high": v["ci95"]["high"]})
         io.write_csv(d / "dcv.csv", list(dcv_rows[0]), dcv_rows)
-    metrics["wall_s"] = round(time.perf_counter() - t0, 2)
-    metrics = io.json_safe(metrics)
-    io.write_json(ctx.path(OUT_METRICS), metrics)
-    ctx.run.log_final(metrics)
-    ctx.run.log_artifacts(ctx.path(OUT_PLOTS), "plots")
-    ctx.run.log_artifacts(ctx.path(OUT_METRICS))
-    return metrics
+    return ctx.finish(metrics, t0, OUT_METRICS, [(OUT_PLOTS, "plots")])
 
 
 def main(params: str) -> None:
