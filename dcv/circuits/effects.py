@@ -72,17 +72,17 @@ def _frozen(model) -> Iterator[None]:
 
 
 def _ig_pass(p_model, sites: HeadSites, b: PairBatch, alphas: torch.Tensor, chunk: int):
-    """Forwards with grad at inputs e(p~) + alpha (e(p) - e(p~)) (`torch.lerp`: exact at alpha 0 and 1), `chunk`
-    alphas stacked per forward.
+    """Forwards and backwards with grad at inputs e(p~) + alpha (e(p) - e(p~)), `chunk` alphas stacked per forward
+    (`torch.lerp`, so alpha 1 is exactly the clean input).
 
-    Returns dm/dz per layer [batch, pos, head, d_head] averaged over the alphas > 0, and for alpha 0 and 1, when
-    among `alphas`, the head activations and m of that input: {alpha: (z per layer, m)} (alpha 1 is the clean run).
+    Returns dm/dz per layer [batch, pos, head, d_head] averaged over `alphas`, and, when alpha 1 is among them, the
+    clean run it contains: (head activations per layer, m), else None.
     """
     embed = p_model.get_input_embeddings()
     with torch.no_grad():
         e_clean, e_corrupt = embed(b.clean), embed(b.corrupt)  # [batch, pos, d_model]
     total: list[torch.Tensor] | None = None
-    ends: dict[float, tuple[list[torch.Tensor], torch.Tensor]] = {}
+    clean = None
     B = len(b)
     for s in range(0, len(alphas), chunk):
         a = alphas[s : s + chunk]
@@ -99,16 +99,13 @@ def _ig_pass(p_model, sites: HeadSites, b: PairBatch, alphas: torch.Tensor, chun
         with torch.enable_grad(), _frozen(p_model), head_hooks(sites, keep):
             m = metric(p_model, None, b.mask.repeat(A, 1), b.last.repeat(A), b.answer.repeat(A),
                        b.distractor.repeat(A), embeds=x)
-            weight = (a > 0).to(m.device, m.dtype).repeat_interleave(B)  # alpha 0 is the corrupted run only
-            grads = torch.autograd.grad((m * weight).sum(), zs)
-        for i, alpha in enumerate(a.tolist()):
-            if alpha in (0.0, 1.0):
-                ends[alpha] = ([z.detach().view(A, B, *z.shape[1:])[i].clone() for z in zs],
-                               m.detach().view(A, B)[i].clone())
+            grads = torch.autograd.grad(m.sum(), zs)
+        if 1.0 in a.tolist():
+            i = a.tolist().index(1.0)
+            clean = ([z.detach().view(A, B, *z.shape[1:])[i].clone() for z in zs], m.detach().view(A, B)[i].clone())
         g = [gr.float().view(A, B, *gr.shape[1:]).sum(0) for gr in grads]
         total = g if total is None else [t + x_ for t, x_ in zip(total, g)]
-    n = int((alphas > 0).sum())
-    return [t / n for t in total], ends
+    return [t / len(alphas) for t in total], clean
 
 
 def _scores(run: PairRun, grads: list[torch.Tensor]) -> torch.Tensor:
@@ -141,8 +138,7 @@ def attribution_from_scratch(model, batches: list[PairBatch], steps: int, chunk:
     for b in batches:
         b = b.to(dev)
         xz, mx = capture(model, sites, b, b.corrupt)
-        grads, ends = _ig_pass(model, sites, b, _alphas(steps), chunk)
-        cz, mc = ends[1.0]
+        grads, (cz, mc) = _ig_pass(model, sites, b, _alphas(steps), chunk)
         run = PairRun(b, cz, xz, mc.float(), mx)
         runs.append(run)
         per_batch.append(_scores(run, grads))
