@@ -145,7 +145,7 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelEntry]
                         log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80)]
             if entry.step is not None:
                 ctx.run.log_step(entry.step, log)
-            del model
+            model = x = None  # free the model before the next loads: the last Extraction holds it and its caches too
             print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
         index = {e.id: {"model_dir": str(e.dir.relative_to(ctx.root)), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcv.circuits.rank import spearman, top_k
 from dcv.errors import DcvError
 from dcv.scoring.circuits import Circuit
 
@@ -71,34 +72,12 @@ def head_vulnerability(e0: np.ndarray, ex: np.ndarray, mask: np.ndarray) -> np.n
 
 
 def top_heads(abs_effects: np.ndarray, k: int) -> set[tuple[int, int]]:
-    """The k heads of largest |e_h| (ties: the lower layer, then the lower head, first)."""
-    flat = abs_effects.ravel()
-    order = np.lexsort((np.arange(flat.size), -flat))[:k]
-    n_heads = abs_effects.shape[1]
-    return {(int(i) // n_heads, int(i) % n_heads) for i in order}
+    """The k heads of largest |e_h| as (layer, head) (ties: the lower layer, then the lower head, first)."""
+    return {divmod(i, abs_effects.shape[1]) for i in top_k(abs_effects, k)}
 
 
 def preserved_fraction(c0: BaseCircuit, x: Circuit) -> float:
     return len(set(c0.heads) & top_heads(x.abs_effects, c0.k)) / c0.k
-
-
-def _ranks(a: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged."""
-    order = np.argsort(a, kind="stable")
-    ranks = np.empty(a.size)
-    ranks[order] = np.arange(a.size, dtype=np.float64)
-    _, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
-    sums = np.zeros(counts.size)
-    np.add.at(sums, inv, ranks)
-    return (sums / counts)[inv]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two equally shaped arrays (NaN if either is constant)."""
-    ra, rb = _ranks(np.ravel(a)), _ranks(np.ravel(b))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
 def faithfulness_retained(c0: BaseCircuit, base: Circuit, x: Circuit) -> float:
