@@ -41,6 +41,23 @@ def test_base_circuit_is_the_smallest_faithful_top_k(tmp_path: Path):
     assert not unreachable.reached and unreachable.k == 8
 
 
+def test_preserved_fraction_ranks_the_model_as_c0_is_ranked(tmp_path: Path):
+    """C0 holds the heads of largest |mean e|; a head whose per-pair effects are large but cancel (large mean |e|)
+    must not push a C0 head out of the model's own top-|C0|."""
+    import dataclasses
+
+    from dcv.scoring.measures import base_circuit, score_model
+
+    synthetic.write(tmp_path)
+    base = _load(tmp_path, "base")
+    c0 = base_circuit(base, 0.8)
+    outside = next((l, h) for l in range(base.effects.shape[0]) for h in range(base.effects.shape[1])
+                   if (l, h) not in c0.heads)
+    abs_effects = base.abs_effects.copy()
+    abs_effects[outside] = 100.0
+    assert score_model(base, c0, dataclasses.replace(base, abs_effects=abs_effects)).preserved == 1.0
+
+
 def test_a_model_against_itself_scores_zero(tmp_path: Path):
     from dcv.scoring.dcv import compare
     from dcv.scoring.measures import base_circuit, score_model

@@ -77,7 +77,8 @@ def top_heads(abs_effects: np.ndarray, k: int) -> set[tuple[int, int]]:
 
 
 def preserved_fraction(c0: BaseCircuit, x: Circuit) -> float:
-    return len(set(c0.heads) & top_heads(x.abs_effects, c0.k)) / c0.k
+    """|C0 & C(Mx, |C0|)| / |C0|, both circuits ranked alike: by |mean e_h| (shared/DESIGN.md)."""
+    return len(set(c0.heads) & top_heads(np.abs(x.effects), c0.k)) / c0.k
 
 
 def faithfulness_retained(c0: BaseCircuit, base: Circuit, x: Circuit) -> float:
