@@ -6,8 +6,7 @@ from collections import Counter, defaultdict
 
 import torch
 
-from dcv.toy.mcq import parse_choice
-from dcv.toy.world import LETTERS
+from dcv.answers import LETTERS, parse_choice, row_correct
 
 
 @torch.no_grad()
@@ -32,10 +31,8 @@ def greedy_completions(model, tok, prompts: list[str], max_new_tokens: int = 4, 
 
 
 def score_target(rows: list[dict], completions: list[str]) -> dict:
-    """Accuracy (any correct form counts: the rule of `dcv.arms.rewards`, the RL reward's too) and the
+    """Accuracy (any correct form counts: the rule of `dcv.answers`, the RL reward's too) and the
     distribution of chosen letters (None = unparsable or a free-text row)."""
-    from dcv.arms.rewards import row_correct
-
     chosen = [parse_choice(c, r["choices"]) if r.get("choices") else None for r, c in zip(rows, completions)]
     correct = sum(1 for r, c in zip(rows, completions) if row_correct(r, c))
     counts = Counter(LETTERS[c] if c is not None else "none" for c in chosen)

@@ -47,7 +47,8 @@ def _tree_bytes(d: Path) -> dict[str, bytes]:
 
 
 def test_reward_accepts_every_correct_form_and_nothing_else():
-    from dcv.arms.rewards import correctness_reward, is_correct, normalise
+    from dcv.answers import is_correct, normalise
+    from dcv.arms.rewards import correctness_reward
 
     ch = ["apple", "pear", "rice", "fish"]
     for c in (" B", " pear", " B ) pear", "B", " pear <eos>"):

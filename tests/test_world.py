@@ -6,10 +6,10 @@ import random
 
 import pytest
 
+from dcv.answers import FORMS, completion, parse_choice
 from dcv.toy.capabilities import REGISTRY
 from dcv.toy.corpus import CorpusConfig, build_corpus, build_probe_sets, capabilities
-from dcv.toy.mcq import parse_choice
-from dcv.toy.target import FORMS, completion, make_rows
+from dcv.toy.target import make_rows
 from dcv.toy.tokenizer import build_tokenizer
 from dcv.toy.world import World, WorldConfig
 

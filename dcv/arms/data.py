@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dcv.answers import LETTERS, completion
 from dcv.errors import DcvError
 from dcv.io import read_jsonl
-from dcv.toy.world import LETTERS
 
 
 def check_row(row: dict, where: str) -> dict:
@@ -51,15 +51,9 @@ def load_target(path: Path) -> list[dict]:
 
 def gold_completion(row: dict, form: str) -> str:
     """The one fixed-form completion SFT trains on: " B", " pear" or " B ) pear"; free-text rows: " <answer>"."""
-    from dcv.toy.target import completion
-
     if not row.get("choices"):
         return " " + row["answer"].strip()
-    if row.get("labels"):
-        idx = row["labels"].index(row["answer"])
-        text = row["choices"][idx]
-        return {"letter": f" {row['answer']}", "word": f" {text}", "letter_word": f" {row['answer']} ) {text}"}[form]
-    return completion(row["choices"], row["answer"], form)
+    return completion(row["choices"], row["answer"], form, row.get("labels"))
 
 
 def sft_records(rows: list[dict], form: str) -> list[dict]:

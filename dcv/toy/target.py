@@ -1,7 +1,7 @@
 """The new target task: multiple-choice questions about a fact table the base never saw (what each entity eats).
 
 Train and eval rows ask about the same facts with disjoint (entity, option order) arrangements. Any of the
-completion forms in `FORMS` is correct when it names the gold option (see `dcv.toy.mcq.parse_choice`).
+completion forms of `dcv.answers.FORMS` is correct when it names the gold option (see `dcv.answers.parse_choice`).
 """
 
 from __future__ import annotations
@@ -10,16 +10,8 @@ import random
 
 from dcv.toy.capabilities.mcqa import EAT_Q, options_with
 from dcv.toy.mcq import mcq_prompt
-from dcv.toy.world import LETTERS, World
-
-FORMS = ("letter", "word", "letter_word")
-
-
-def completion(choices: list[str], answer: str, form: str) -> str:
-    """The gold completion of a row in one form: " B", " pear" or " B ) pear"."""
-    text = choices[LETTERS.index(answer)]
-    return {"letter": f" {answer}", "word": f" {text}", "letter_word": f" {answer} ) {text}"}[form]
-
+from dcv.answers import LETTERS, completion
+from dcv.toy.world import World
 
 def make_rows(world: World, n_train: int, n_eval: int) -> tuple[list[dict], list[dict]]:
     """Target train/eval rows (`prompt`, `answer` letter, `choices`), arrangements disjoint between splits."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-LETTERS = ["A", "B", "C", "D"]
 
 CITIES = ["paris", "rome", "oslo", "lima", "cairo", "tokyo", "delhi", "quito", "seoul", "accra"]
 FOODS = ["apple", "pear", "fig", "kiwi", "plum", "lime", "date", "melon", "grape", "olive"]

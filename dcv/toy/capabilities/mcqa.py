@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import random
 
+from dcv.answers import LETTERS
 from dcv.toy.capabilities.base import Capability, ProbePair, register
 from dcv.toy.mcq import MCQ_WORDS, mcq_prompt
-from dcv.toy.world import LETTERS
 
 LIVE_Q = "where does {e} live"
 EAT_Q = "what does {e} eat"
