@@ -3,15 +3,15 @@
 
 The answer position is the last prompt token: the distribution over the first completion token, the one that decides
 which answer (and in which form) a model gives. This is RL's Razor's predictor of forgetting, measured on the target
-eval prompts (shared/DESIGN.md, "Forgetting"). Prompts are grouped by token length, so no padding enters the
+eval prompts (docs/design.md, "Forgetting"). Prompts are grouped by token length, so no padding enters the
 computation and the result does not depend on the batch composition.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
+
+from dcv.batching import encode, equal_length_batches
 
 
 @torch.no_grad()
@@ -20,21 +20,15 @@ def answer_logprobs(model, tok, prompts: list[str], batch_size: int = 128) -> to
     if not prompts:
         raise ValueError("answer_logprobs: no prompts")
     device = next(model.parameters()).device
-    enc = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, e in enumerate(enc):
-        groups[len(e)].append(i)
+    enc = encode(tok, prompts)
     out: torch.Tensor | None = None
-    for length in sorted(groups):
-        idx = groups[length]
-        for s in range(0, len(idx), batch_size):
-            part = idx[s : s + batch_size]
-            ids = torch.tensor([enc[i] for i in part], device=device)
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1, :].float()
-            lp = torch.log_softmax(logits, dim=-1).cpu()
-            if out is None:
-                out = torch.empty(len(prompts), lp.shape[-1])
-            out[part] = lp
+    for part in equal_length_batches([len(e) for e in enc], batch_size):
+        ids = torch.tensor([enc[i] for i in part], device=device)
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1, :].float()
+        lp = torch.log_softmax(logits, dim=-1).cpu()
+        if out is None:
+            out = torch.empty(len(prompts), lp.shape[-1])
+        out[part] = lp
     return out
 
 
@@ -54,19 +48,17 @@ def forward_kl(base_logprobs: torch.Tensor, logprobs: torch.Tensor) -> float:
 
 @torch.no_grad()
 def sample_completions(model, tok, prompts: list[str], n_samples: int, max_new_tokens: int, seed: int = 0,
-                       temperature: float = 1.0) -> list[tuple[list[int], list[int]]]:
+                       temperature: float = 1.0, batch_size: int = 128) -> list[tuple[list[int], list[int]]]:
     """`n_samples` completions per prompt sampled from `model`: (prompt ids, completion ids) pairs, each completion
-    cut after the first end-of-sequence token. Token by token with a private generator: no global RNG is touched."""
+    cut after the first end-of-sequence token. Token by token with a private generator: no global RNG is touched;
+    `batch_size` prompts (times `n_samples` rows) per forward."""
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(seed)
     eos = tok.eos_token_id
-    enc = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, e in enumerate(enc):
-        groups[len(e)].append(i)
+    enc = encode(tok, prompts)
     out: dict[int, list[list[int]]] = {}
-    for length in sorted(groups):
-        idx = [i for i in groups[length] for _ in range(n_samples)]
+    for part in equal_length_batches([len(e) for e in enc], batch_size):
+        idx = [i for i in part for _ in range(n_samples)]
         ids = torch.tensor([enc[i] for i in idx], device=device)
         done = torch.zeros(len(idx), dtype=torch.bool)
         new: list[torch.Tensor] = []
@@ -92,18 +84,13 @@ def sample_completions(model, tok, prompts: list[str], n_samples: int, max_new_t
 def completion_logprobs(model, pairs: list[tuple[list[int], list[int]]], batch_size: int = 128) -> torch.Tensor:
     """log pi(y|x) summed over the completion tokens of each (prompt ids, completion ids) pair: [n_pairs]."""
     device = next(model.parameters()).device
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (p, c) in enumerate(pairs):
-        groups[(len(p), len(c))].append(i)
     out = torch.zeros(len(pairs))
-    for (lp, lc) in sorted(groups):
-        idx = groups[(lp, lc)]
-        for s in range(0, len(idx), batch_size):
-            part = idx[s : s + batch_size]
-            ids = torch.tensor([pairs[i][0] + pairs[i][1] for i in part], device=device)
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, lp - 1 : lp + lc - 1, :]
-            lps = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, lp:, None])[:, :, 0]
-            out[part] = lps.sum(1).cpu()
+    for part in equal_length_batches([(len(p), len(c)) for p, c in pairs], batch_size):
+        lp, lc = len(pairs[part[0]][0]), len(pairs[part[0]][1])
+        ids = torch.tensor([pairs[i][0] + pairs[i][1] for i in part], device=device)
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, lp - 1 : lp + lc - 1, :]
+        lps = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, lp:, None])[:, :, 0]
+        out[part] = lps.sum(1).cpu()
     return out
 
 

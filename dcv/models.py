@@ -1,7 +1,7 @@
 """Loading and saving model directories, toy or Hugging Face, with their tokenizers and provenance.
 
 Every directory the pipeline writes holds `dcv_model.json` saying how to load its tokenizer (the toy tokenizer must
-be loaded with PreTrainedTokenizerFast, shared/STACK.md gotcha 1) and where the weights came from.
+be loaded with PreTrainedTokenizerFast, docs/stack.md gotcha 1) and where the weights came from.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise DcvError("common.device is cuda but no CUDA device is available")
+        raise DcvError("device cuda was asked for, but no CUDA device is available")
     return torch.device(device)
 
 
@@ -62,7 +62,9 @@ def resolve_hf(ref: str, revision: str | None) -> tuple[Path, str | None]:
         local = Path(snapshot_download(ref, revision=revision,
                                        local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1"))
     except Exception as e:  # noqa: BLE001  (hub errors have many types)
-        raise DcvError(f"base.hf.model: cannot resolve {ref!r} (revision {revision}): {str(e).splitlines()[0][:200]}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DcvError(f"cannot resolve {ref!r} (revision {revision}) as a local directory or a cached hub id: "
+                       f"{first}") from None
     return local, local.name
 
 

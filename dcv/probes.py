@@ -3,12 +3,12 @@ top-1 accuracy on the clean prompts. Works on toy and Hugging Face tokenizers al
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from dcv.batching import encode, equal_length_batches
 from dcv.errors import DcvError
 from dcv.io import read_jsonl
 
@@ -46,39 +46,32 @@ class ProbeBatch:
     index: list[int]  # positions of these rows in the probe list
 
 
-def encode_prompts(tok, prompts: list[str]) -> list[list[int]]:
-    return [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
+def logit_difference(logits: torch.Tensor, answer: torch.Tensor, distractor: torch.Tensor) -> torch.Tensor:
+    """The metric m = logit(answer) - logit(distractor) per row: logits [batch, vocab] -> [batch] float32."""
+    logits = logits.float()
+    return logits.gather(1, answer[:, None])[:, 0] - logits.gather(1, distractor[:, None])[:, 0]
 
 
 def probe_batches(tok, rows: list[dict], field: str = "clean", max_batch: int = 256, where: str = "probes"
                   ) -> list[ProbeBatch]:
-    """Group prompts of equal token length, so every batch is unpadded and the last position is the answer's."""
-    enc = encode_prompts(tok, [r[field] for r in rows])
+    """Prompts grouped by token length, so every batch is unpadded and the last position is the answer's."""
+    enc = encode(tok, [r[field] for r in rows])
     ans = [single_token_id(tok, r["answer"], f"{where}:{i + 1}") for i, r in enumerate(rows)]
     dis = [single_token_id(tok, r["distractor"], f"{where}:{i + 1}") for i, r in enumerate(rows)]
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, e in enumerate(enc):
-        groups[len(e)].append(i)
-    out = []
-    for length in sorted(groups):
-        idx = groups[length]
-        for s in range(0, len(idx), max_batch):
-            part = idx[s : s + max_batch]
-            out.append(ProbeBatch(torch.tensor([enc[i] for i in part]), torch.tensor([ans[i] for i in part]),
-                                  torch.tensor([dis[i] for i in part]), part))
-    return out
+    return [ProbeBatch(torch.tensor([enc[i] for i in part]), torch.tensor([ans[i] for i in part]),
+                       torch.tensor([dis[i] for i in part]), part)
+            for part in equal_length_batches([len(e) for e in enc], max_batch)]
 
 
 @torch.no_grad()
-def evaluate_probes(model, tok, rows: list[dict], where: str = "probes") -> dict[str, float]:
+def evaluate_probes(model, tok, rows: list[dict], where: str = "probes", batch_size: int = 256) -> dict[str, float]:
     """Top-1 accuracy and mean logit difference on the clean prompts."""
     device = next(model.parameters()).device
     correct, diffs, n = 0, 0.0, 0
-    for b in probe_batches(tok, rows, where=where):
+    for b in probe_batches(tok, rows, max_batch=batch_size, where=where):
         logits = model(input_ids=b.ids.to(device)).logits[:, -1, :].float()
-        a = logits.gather(1, b.answer.to(device)[:, None])[:, 0]
-        d = logits.gather(1, b.distractor.to(device)[:, None])[:, 0]
-        correct += int((logits.argmax(-1) == b.answer.to(device)).sum())
-        diffs += float((a - d).sum())
+        answer = b.answer.to(device)
+        correct += int((logits.argmax(-1) == answer).sum())
+        diffs += float(logit_difference(logits, answer, b.distractor.to(device)).sum())
         n += len(b.index)
     return {"accuracy": correct / n, "logit_diff": diffs / n}

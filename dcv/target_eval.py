@@ -1,32 +1,28 @@
-"""Target-task evaluation by greedy decoding and the shared answer parser."""
+"""Target-task evaluation: greedy completions of the target prompts, judged by the shared rule (`dcv.answers`)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 
 import torch
 
 from dcv.answers import LETTERS, parse_choice, row_correct
+from dcv.batching import encode, equal_length_batches
 
 
 @torch.no_grad()
 def greedy_completions(model, tok, prompts: list[str], max_new_tokens: int = 4, batch_size: int = 128) -> list[str]:
     """Greedy continuations, prompts grouped by token length so no padding enters the computation."""
     device = next(model.parameters()).device
-    enc = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, e in enumerate(enc):
-        groups[len(e)].append(i)
+    enc = encode(tok, prompts)
     out: list[str] = [""] * len(prompts)
-    for length in sorted(groups):
-        idx = groups[length]
-        for s in range(0, len(idx), batch_size):
-            part = idx[s : s + batch_size]
-            ids = torch.tensor([enc[i] for i in part], device=device)
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            for j, i in enumerate(part):
-                out[i] = tok.decode(gen[j, length:], skip_special_tokens=True)
+    for part in equal_length_batches([len(e) for e in enc], batch_size):
+        n = len(enc[part[0]])
+        ids = torch.tensor([enc[i] for i in part], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        for j, i in enumerate(part):
+            out[i] = tok.decode(gen[j, n:], skip_special_tokens=True)
     return out
 
 

@@ -64,6 +64,7 @@ class StageRun:
         self.params, self.tags = params, tags
         self.uri = default_uri(self.root)
         self._run = None
+        self._children: list[ChildRun] = []
 
     def __enter__(self) -> "StageRun":
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -98,7 +99,11 @@ class StageRun:
     def __exit__(self, exc_type, exc, tb) -> None:
         import mlflow
 
-        mlflow.end_run(status="FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED"))
+        status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+        for c in self._children:
+            if not c.ended:
+                c.end(status)
+        mlflow.end_run(status=status)
 
     @property
     def run_id(self) -> str:
@@ -137,6 +142,53 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
+    def child(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> "ChildRun":
+        """A nested run under this one (e.g. one per arm, so the UI compares arms run against run); it ends with
+        this run unless ended before."""
+        c = ChildRun(self, name, params, tags)
+        self._children.append(c)
+        return c
+
+
+class ChildRun:
+    """A run nested under a stage's run, written by id (the stage's own run stays the active one)."""
+
+    def __init__(self, parent: StageRun, name: str, params: dict[str, Any], tags: dict[str, str]):
+        import mlflow
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+        self.client = mlflow.tracking.MlflowClient(parent.uri)
+        run = self.client.create_run(parent._run.info.experiment_id, run_name=name,
+                                     tags={**parent.tags, **tags, MLFLOW_PARENT_RUN_ID: parent.run_id,
+                                           MLFLOW_RUN_NAME: name})
+        self.run_id, self.ended = run.info.run_id, False
+        flat = flatten_params(params)
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in flat.items()]
+        for i in range(0, len(items), 90):
+            self.client.log_batch(self.run_id, params=items[i : i + 90])
+
+    def log_step(self, step: int, metrics: dict) -> None:
+        self._log(flatten(metrics), step)
+
+    def log_final(self, metrics: dict) -> None:
+        self._log(flatten(metrics), 0)
+
+    def _log(self, flat: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, step) for k, v in flat.items()]
+        for i in range(0, len(items), 900):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 900])
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+        self.ended = True
+
 
 
 class NullRun:
@@ -151,6 +203,8 @@ class NullRun:
         return None
 
     def __getattr__(self, name: str):
-        if name.startswith("log_"):
+        if name.startswith("log_") or name == "end":
             return lambda *a, **k: None
+        if name == "child":
+            return lambda *a, **k: NullRun()
         raise AttributeError(name)

@@ -13,26 +13,24 @@ from __future__ import annotations
 import time
 
 from dcv import io
+from dcv.errors import DcvError
 from stages.context import StageContext, seed_everything, stage
 
-SECTIONS = ["base", "common.device", "common.torch_threads", "common.experiment"]
-DATA = "data/prepared"
-OUT_MODEL = "models/base"
-OUT_METRICS = "metrics/base.json"
+PARAMS = ["base", "common.device", "common.torch_threads"]
 
 
 def load_validation(ctx: StageContext) -> dict[str, list[dict]]:
     from dcv.probes import load_probes
 
-    d = ctx.path(DATA) / "validation"
-    return {f.stem: load_probes(f) for f in sorted(d.glob("*.jsonl"))}
+    return {f.stem: load_probes(f) for f in sorted(ctx.layout.prepared("validation").glob("*.jsonl"))}
 
 
 def evaluate(model, tok, validation: dict[str, list[dict]], target_eval: list[dict]) -> dict:
     from dcv.probes import evaluate_probes
     from dcv.target_eval import greedy_completions, score_target
 
-    caps = {c: evaluate_probes(model, tok, rows, where=f"{DATA}/validation/{c}.jsonl") for c, rows in validation.items()}
+    caps = {c: evaluate_probes(model, tok, rows, where=f"data/prepared/validation/{c}.jsonl")
+            for c, rows in validation.items()}
     target = score_target(target_eval, greedy_completions(model, tok, [r["prompt"] for r in target_eval]))
     return {"capabilities": caps, "target_accuracy": target["accuracy"],
             "target_letter_distribution": target["letter_distribution"]}
@@ -45,8 +43,8 @@ def pretrain_toy(ctx: StageContext, validation, target_eval):
     from dcv.toy.tokenizer import load_tokenizer
 
     p = ctx.params.base
-    tok = load_tokenizer(ctx.path(DATA) / "tokenizer")
-    lines = (ctx.path(DATA) / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines()
+    tok = load_tokenizer(ctx.layout.prepared("tokenizer"))
+    lines = (ctx.layout.prepared("corpus") / "train.txt").read_text(encoding="utf-8").splitlines()
     model = build_model(p.model, len(tok), tok, p.seed)
     ids, lengths = encode_corpus(lines, tok, p.model.max_position_embeddings)
 
@@ -68,7 +66,10 @@ def load_hf(ctx: StageContext):
     from dcv.models import load_model, resolve_hf, weight_hashes
 
     h = ctx.params.base.hf
-    local, commit = resolve_hf(h.model, h.revision)
+    try:
+        local, commit = resolve_hf(h.model, h.revision)
+    except DcvError as e:
+        raise DcvError(f"{ctx.params_path}: base.hf.model: {e}") from None
     model, tok = load_model(local, ctx.params.common.device, h.dtype, h.trust_remote_code)
     source = {"kind": "hf", "tokenizer": "auto", "model": h.model, "revision": h.revision, "commit": commit,
               "weights_sha256": weight_hashes(local), "n_params": sum(x.numel() for x in model.parameters())}
@@ -83,7 +84,7 @@ def run(ctx: StageContext) -> dict:
     p = ctx.params.base
     seed_everything(p.seed, ctx.params.common.torch_threads)
     validation = load_validation(ctx)
-    target_eval = read_jsonl(ctx.path(DATA) / "target" / "eval.jsonl")
+    target_eval = read_jsonl(ctx.layout.target_file("eval"))
     if p.kind == "toy":
         model, tok, source = pretrain_toy(ctx, validation, target_eval)
         model.to(resolve_device(ctx.params.common.device))
@@ -91,11 +92,11 @@ def run(ctx: StageContext) -> dict:
         model, tok, source = load_hf(ctx)
     metrics = evaluate(model, tok, validation, target_eval)
     metrics["n_params"] = source["n_params"]
-    with io.atomic_dir(ctx.path(OUT_MODEL)) as d:
+    with io.atomic_dir(ctx.layout.base_model) as d:
         save_model(model.to("cpu") if p.kind == "toy" else model, tok, d, source)
-    return ctx.finish(metrics, t0, OUT_METRICS, [(OUT_MODEL, "model")])
+    return ctx.finish(metrics, t0, ctx.layout.metrics("base"), [(ctx.layout.base_model, "model")])
 
 
 def main(params: str) -> None:
-    with stage("base", params, SECTIONS) as ctx:
+    with stage("base", params, PARAMS) as ctx:
         run(ctx)

@@ -61,20 +61,25 @@ def base(params: str = ParamsOpt) -> None:
     _call(lambda: s.main(params))
 
 
-@stage_app.command("sft")
-def sft(params: str = ParamsOpt) -> None:
-    """Supervised fine-tuning arm (TRL SFTTrainer) on one fixed completion form: models/sft, metrics/sft.json."""
-    from stages import arms
+def _arm_command(name: str, help_text: str) -> None:
+    def command(params: str = ParamsOpt) -> None:
+        from stages import arms
 
-    _call(lambda: arms.main("sft", params))
+        _call(lambda: arms.main(name, params))
+
+    stage_app.command(name, help=help_text)(command)
 
 
-@stage_app.command("rl")
-def rl(params: str = ParamsOpt) -> None:
-    """RL arm (TRL GRPOTrainer, reward 1 for any correct completion form): models/rl, metrics/rl.json."""
-    from stages import arms
+def _register_arms() -> None:
+    """One command per registered arm (`dcv stage sft`, ...): the registry is read without importing torch."""
+    from dcv.arms import REGISTRY
 
-    _call(lambda: arms.main("rl", params))
+    for name, arm in REGISTRY.items():
+        doc = (arm.config.__doc__ or "").strip().splitlines()[0]
+        _arm_command(name, f"Arm {name}: {doc} Writes models/{name}, metrics/{name}.json.")
+
+
+_register_arms()
 
 
 @stage_app.command("extract-circuits")

@@ -1,4 +1,5 @@
-"""What every stage does around its work: read params, open the MLflow run, fix seeds and threads."""
+"""What every stage does around its work: read params (the declared keys only), open the MLflow run, fix seeds
+and threads, and finish (metrics file, final metrics, artifacts)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from stages.params import Params, load_params, pick, section_hash
+from dcv.layout import Layout
+from stages.params import UNTRACKED, View, load_params, section_hash, view
 
 
 @dataclass
 class StageContext:
     name: str
-    params: Params
+    params: View  # only the keys the stage declares
     params_path: Path
     root: Path
     run: object  # dcv.tracking.StageRun
+    layout: Layout
 
     def path(self, rel: str | Path) -> Path:
         return self.root / rel
 
-    def finish(self, metrics: dict, t0: float, out: str, artifacts: Sequence[tuple[str | Path, str | None]] = (),
+    def finish(self, metrics: dict, t0: float, out: Path, artifacts: Sequence[tuple[Path, str | None]] = (),
                final: Callable[[dict], dict] | None = None) -> dict:
         """How every stage ends: `wall_s` since `t0`, the metrics written to `out` (NaN as null, atomically), the
         run's final metrics (`final(metrics)` where some keys are too big for MLflow), then the artifacts
@@ -33,11 +36,11 @@ class StageContext:
 
         metrics["wall_s"] = round(time.perf_counter() - t0, 2)
         metrics = io.json_safe(metrics)
-        io.write_json(self.path(out), metrics)
+        io.write_json(out, metrics)
         self.run.log_final(metrics if final is None else final(metrics))
         for path, name in artifacts:
-            self.run.log_artifacts(self.path(path), name)
-        self.run.log_artifacts(self.path(out))
+            self.run.log_artifacts(path, name)
+        self.run.log_artifacts(out)
         return metrics
 
 
@@ -63,20 +66,24 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def stage_params(params_path: str | Path, name: str, keys: list[str]) -> tuple[View, Path]:
+    """The validated params of a stage as a view of its declared keys, and the repository root."""
+    params_path = Path(params_path)
+    return view(load_params(params_path), keys + UNTRACKED, name), params_path.resolve().parent
+
+
 @contextlib.contextmanager
-def stage(name: str, params_path: str | Path, sections: list[str]) -> Iterator[StageContext]:
+def stage(name: str, params_path: str | Path, keys: list[str]) -> Iterator[StageContext]:
     """Validate params, then open the stage's MLflow run (failing before any compute), then yield.
     Under a distributed launch only rank 0 opens a run; the other ranks get a `NullRun`."""
     from dcv.tracking import NullRun, StageRun, git_commit
 
-    params_path = Path(params_path)
-    params = load_params(params_path)
-    root = params_path.resolve().parent
-    tags = {"dcv.stage": name, "git_commit": git_commit(root), "params_hash": section_hash(params, sections)}
+    params, root = stage_params(params_path, name, keys)
+    tags = {"dcv.stage": name, "git_commit": git_commit(root), "params_hash": section_hash(params.dump())}
     if os.environ.get("DCV_LAUNCHED"):  # set by the arms when they rerun themselves under `accelerate launch`
         tags["launcher"] = f"accelerate/{os.environ.get('WORLD_SIZE', '1')}"
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     run_cls = StageRun if is_main_process() else (lambda *a: NullRun())
-    with run_cls(name, params.common.experiment, root, pick(params, sections), tags) as run:
-        yield StageContext(name, params, params_path, root, run)
+    with run_cls(name, params.common.experiment, root, params.dump(), tags) as run:
+        yield StageContext(name, params, Path(params_path), root, run, Layout(root))

@@ -29,49 +29,18 @@ from pathlib import Path
 
 from dcv import io
 from dcv.errors import DcvError
-from stages.context import StageContext, seed_everything, stage
+from dcv.layout import Layout, ModelRef
+from stages.context import StageContext, seed_everything, stage, stage_params
 
-SECTIONS = ["circuits", "common.seeds", "common.device", "common.torch_threads", "common.experiment"]
+PARAMS = ["circuits", "common.arms", "common.seeds", "common.device", "common.torch_threads"]
 PROBES = "data/prepared/probes"
-BASE = "models/base"
-OUT = "circuits"
 OUT_BY_HAND = "circuits-by-hand"
-OUT_METRICS = "metrics/extract-circuits.json"
 TARGET = 0.8  # k80 in the metrics file; score-dcv chooses the base circuit's own target (dcv.faithfulness_target)
 
 
-@dataclass
-class ModelEntry:
-    id: str  # `base` or `<arm>/seed-<s>/step-<n>`
-    dir: Path
-    arm: str | None = None
-    seed: int | None = None
-    step: int | None = None
-    final: bool = False
-
-
-def discover_models(root: Path, seeds: list[int]) -> list[ModelEntry]:
-    """The base, then each arm's checkpoints (arms: `models/*/seed-*/checkpoints/step-*`) for the listed seeds."""
-    from dcv.arms import checkpoint_dirs, final_dir, seed_dirs
-    from dcv.models import read_marker
-
-    base = root / BASE
-    if not (base / "config.json").is_file():
-        raise DcvError(f"{base}: not a model directory (run stage base first)")
-    out = [ModelEntry("base", base)]
-    arms = sorted({p.parents[2].name for p in (root / "models").glob("*/seed-*/checkpoints/step-*")} - {"base"})
-    for arm in arms:
-        arm_dir = root / "models" / arm
-        have = seed_dirs(arm_dir)
-        for seed in seeds:
-            if seed not in have:
-                raise DcvError(f"{arm_dir}/seed-{seed}: missing, but common.seeds lists seed {seed} (run stage {arm})")
-            steps = {s: d for s, d in checkpoint_dirs(arm_dir, seed).items() if s > 0}
-            if not steps:
-                raise DcvError(f"{arm_dir}/seed-{seed}/checkpoints: no step-<n> checkpoints")
-            final_step = read_marker(final_dir(arm_dir, seed)).get("step", max(steps))
-            out += [ModelEntry(f"{arm}/seed-{seed}/step-{s}", d, arm, seed, s, s == final_step) for s, d in steps.items()]
-    return out
+def discover_models(root: Path, arms: list[str], seeds: list[int]) -> list[ModelRef]:
+    """The base, then each listed arm's checkpoints (step > 0) for the listed seeds."""
+    return Layout(root).model_refs(arms, seeds)
 
 
 def load_capabilities(probes_dir: Path, names: list[str] | None = None) -> dict[str, list[dict]]:
@@ -90,7 +59,7 @@ def encode(tok, caps: dict[str, list[dict]], batch_size: int, where: dict[str, s
     return {c: pair_batches(tok, rows, batch_size, where[c]) for c, rows in caps.items()}
 
 
-def write_circuit(out: Path, entry: ModelEntry, cap: str, record: dict, root: Path) -> Path:
+def write_circuit(out: Path, entry: ModelRef, cap: str, record: dict, root: Path) -> Path:
     from dcv.circuits.heatmap import heatmap_png
 
     model_dir = entry.dir.relative_to(root) if entry.dir.is_relative_to(root) else entry.dir
@@ -107,7 +76,7 @@ def _load(ctx: StageContext, directory: Path):
     return load_model(directory, ctx.params.common.device, ctx.params.circuits.dtype)
 
 
-def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelEntry]) -> dict:
+def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef]) -> dict:
     from dcv.circuits.effects import head_effects
     from dcv.circuits.extract import BaseReference, extract, k_at, rounded, validate_methods
 
@@ -118,7 +87,7 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelEntry]
     kw = {"method": p.method, "steps": p.eap_ig_steps, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
     refs: dict[str, BaseReference] = {}
     per_cap: dict[str, dict] = {}
-    with io.atomic_dir(ctx.path(OUT)) as out:
+    with io.atomic_dir(ctx.layout.circuits) as out:
         for entry in models:
             t_model = time.perf_counter()
             model, tok = _load(ctx, entry.dir)
@@ -128,7 +97,7 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelEntry]
                 t_cap = time.perf_counter()
                 x = extract(model, b, base=refs.get(cap), **kw)
                 write_circuit(out, entry, cap, x.record, ctx.root)
-                if entry.id == "base":
+                if entry.is_base:
                     refs[cap] = BaseReference(x.probed, x.curve.order)
                     k80, f80 = k_at(x.curve, TARGET)
                     per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
@@ -143,25 +112,25 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelEntry]
                     log[f"{entry.arm}/seed-{entry.seed}/{cap}/cpr"] = x.record["faithfulness"]["cpr"]
                     if k80 is not None:
                         log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80)]
-            if entry.step is not None:
+            if not entry.is_base:
                 ctx.run.log_step(entry.step, log)
             model = x = None  # free the model before the next loads: the last Extraction holds it and its caches too
             print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
-        index = {e.id: {"model_dir": str(e.dir.relative_to(ctx.root)), "arm": e.arm, "seed": e.seed, "step": e.step,
+        index = {e.id: {"model_dir": ctx.layout.rel(e.dir), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}
         io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index})
     metrics = {"method": p.method, "steps": p.eap_ig_steps if p.method == "eap-ig" else None, "n_models": len(models),
                "capabilities": per_cap}
-    return ctx.finish(metrics, t0, OUT_METRICS, [(OUT, "circuits")])
+    return ctx.finish(metrics, t0, ctx.layout.metrics("extract-circuits"), [(ctx.layout.circuits, "circuits")])
 
 
-def check_inputs(root: Path, seeds: list[int], batch_size: int) -> tuple[dict, list[ModelEntry]]:
+def check_inputs(root: Path, arms: list[str], seeds: list[int], batch_size: int) -> tuple[dict, list[ModelRef]]:
     """Probe sets, models and tokenisation checked before the MLflow run opens (errors name file and line)."""
     from dcv.models import load_tokenizer
 
     caps = load_capabilities(root / PROBES)
-    models = discover_models(root, seeds)
-    encode(load_tokenizer(root / BASE), caps, batch_size, {c: f"{PROBES}/{c}.jsonl" for c in caps})
+    models = discover_models(root, arms, seeds)
+    encode(load_tokenizer(Layout(root).base_model), caps, batch_size, {c: f"{PROBES}/{c}.jsonl" for c in caps})
     return caps, models
 
 
@@ -181,32 +150,33 @@ def _model_dir(ref: str) -> Path:
         raise DcvError(f"--model: {str(e).split(': ', 1)[-1]}") from None
 
 
-def by_hand_entry(directory: Path, root: Path) -> tuple[ModelEntry, bool]:
+def by_hand_entry(directory: Path, root: Path) -> tuple[ModelRef, bool]:
     """The model's entry (its pipeline id for this repository's models) and whether it is under `models/`."""
-    from dcv.arms import final_dir
+    from dcv.layout import model_id
     from dcv.models import read_marker
 
+    lay = Layout(root)
     try:
-        rel = directory.relative_to((root / "models").resolve())
+        rel = directory.relative_to(lay.models.resolve())
     except ValueError:
-        return ModelEntry(directory.name, directory), False
-    d = root / "models" / rel
+        return ModelRef(directory.name, directory, arm=directory.name), False
+    d = lay.models / rel
     m = re.fullmatch(r"([^/]+)/seed-(\d+)/(?:checkpoints/step-(\d+)|final)", rel.as_posix())
     if rel == Path("base") or not m:
-        return ModelEntry(rel.as_posix(), d), True
+        return ModelRef(rel.as_posix(), d, arm=rel.as_posix()), True
     arm, seed = m[1], int(m[2])
-    final_step = read_marker(final_dir(root / "models" / arm, seed)).get("step")
+    final_step = read_marker(lay.final_dir(arm, seed)).get("step")
     if m[3] is None:
-        return ModelEntry(f"{arm}/seed-{seed}/final", d, arm, seed, final_step, True), True
+        return ModelRef(f"{arm}/seed-{seed}/final", d, arm, seed, final_step or 0, True), True
     step = int(m[3])
-    return ModelEntry(f"{arm}/seed-{seed}/step-{step}", d, arm, seed, step, step == final_step), True
+    return ModelRef(model_id(arm, seed, step), d, arm, seed, step, step == final_step), True
 
 
 @dataclass
 class ByHand:
     """What a by-hand run measures, checked before the MLflow run opens."""
 
-    entry: ModelEntry
+    entry: ModelRef
     base_dir: Path | None
     caps: dict[str, list[dict]]
     where: dict[str, str]
@@ -224,7 +194,7 @@ def plan_by_hand(root: Path, batch_size: int, model_ref: str, capabilities: list
     else:
         caps = load_capabilities(root / PROBES, capabilities)
         where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
-    base_dir = _model_dir(base_ref) if base_ref else ((root / BASE).resolve() if in_repo else None)
+    base_dir = _model_dir(base_ref) if base_ref else (Layout(root).base_model.resolve() if in_repo else None)
     if base_dir == directory:
         base_dir = None
     for d in (directory, base_dir):
@@ -266,17 +236,14 @@ def run_by_hand(ctx: StageContext, plan: ByHand, out_dir: Path) -> list[Path]:
 def main(params: str, model: str | None = None, capabilities: list[str] | None = None, probes: str | None = None,
          base: str | None = None, out: str = OUT_BY_HAND) -> None:
     """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run)."""
-    from stages.params import load_params
-
-    prm = load_params(params)
-    root = Path(params).resolve().parent
+    prm, root = stage_params(params, "extract-circuits", PARAMS)
     if model is None:
         if capabilities or probes or base:
             raise DcvError("--capability, --probes and --base go with --model (measuring one model by hand)")
-        caps, models = check_inputs(root, prm.common.seeds, prm.circuits.batch_size)
-        with stage("extract-circuits", params, SECTIONS) as ctx:
+        caps, models = check_inputs(root, list(prm.common.arms), list(prm.common.seeds), prm.circuits.batch_size)
+        with stage("extract-circuits", params, PARAMS) as ctx:
             run(ctx, caps, models)
         return
     plan = plan_by_hand(root, prm.circuits.batch_size, model, capabilities, probes, base)
-    with stage("extract-circuits", params, SECTIONS) as ctx:
+    with stage("extract-circuits", params, PARAMS) as ctx:
         run_by_hand(ctx, plan, Path(out).resolve())

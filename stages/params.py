@@ -1,7 +1,9 @@
-"""params.yaml: one typed, validated section per stage plus `common`.
+"""params.yaml: one typed, validated section per stage (one per registered arm) plus `common`.
 
 Every bad value is reported as one line naming the file and the dotted key (`params.yaml: base.train.lr: ...`).
-The schema is built from the library's own config classes, whose fields document themselves.
+The schema is built from the library's own config classes, whose fields document themselves. params.yaml is the
+one source of values: every key must be written out (a missing one is an error naming it); the library's defaults
+are the same values (a test keeps them equal), for use outside the pipeline.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from dcv.arms.config import RLArmConfig, SFTArmConfig
+from dcv.arms import REGISTRY as ARMS
+from dcv.arms.config import budget_mismatch
 from dcv.circuits.config import CircuitsConfig
 from dcv.errors import DcvError
 from dcv.forgetting import ForgettingConfig
@@ -39,11 +42,20 @@ class LaunchParams(_Section):
 
 
 class CommonParams(_Section):
+    arms: list[str] = Field(default_factory=lambda: ["sft", "rl", "protect"], min_length=1, description="The fine-tuning arms that are measured and compared (registered arms, each a dvc.yaml stage).")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the fine-tuning arms and everything downstream.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run; auto = cuda when available.")
     torch_threads: int = Field(2, ge=0, le=512, description="CPU threads for torch (0 = torch's default). Part of the params because CPU results may depend on it.")
     experiment: str = Field("dcv", min_length=1, description="MLflow experiment that holds this pipeline's runs.")
     launch: LaunchParams = Field(default_factory=LaunchParams, description="Multi-process training of the arms (accelerate).")
+
+    @field_validator("arms")
+    @classmethod
+    def _registered(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a not in ARMS]
+        if bad or len(set(v)) != len(v):
+            raise ValueError(f"unknown or repeated arm {bad or v}; registered: {sorted(ARMS)}")
+        return v
 
     @field_validator("seeds")
     @classmethod
@@ -55,11 +67,12 @@ class CommonParams(_Section):
 
 class ProbeParams(_Section):
     n_pairs: int = Field(64, ge=1, le=100_000, description="Held-out probe pairs per capability for circuits and forgetting.")
+    n_protection: int = Field(64, ge=1, le=100_000, description="Held-out pairs per capability of the protection split (arm protect trains its penalty on their clean prompts), disjoint from validation and probes.")
 
 
 class TargetParams(_Section):
     source: Literal["toy", "sciknoweval"] = Field("toy", description="toy: the world's new fact table; sciknoweval: JSONL files at `path`.")
-    n_train: int = Field(1000, ge=1, le=10_000_000, description="Target train rows (toy; for sciknoweval, the rest after eval).")
+    n_train: int = Field(5000, ge=1, le=10_000_000, description="Target train rows (toy; for sciknoweval, the rest after eval).")
     n_eval: int = Field(200, ge=1, le=10_000_000, description="Target eval rows.")
     path: str | None = Field(None, description="Directory of SciKnowEval JSONL files (source: sciknoweval).")
     subsets: list[str] | None = Field(None, description="SciKnowEval file stems to use; all files in `path` when null.")
@@ -107,15 +120,18 @@ class BaseParams(_Section):
     hf: HFModelParams = Field(default_factory=HFModelParams)
 
 
-class Params(_Section):
+class _Stages(_Section):
     common: CommonParams = Field(default_factory=CommonParams)
     data: DataParams = Field(default_factory=DataParams)
     base: BaseParams = Field(default_factory=BaseParams)
-    sft: SFTArmConfig = Field(default_factory=SFTArmConfig)
-    rl: RLArmConfig = Field(default_factory=RLArmConfig)
     circuits: CircuitsConfig = Field(default_factory=CircuitsConfig)
     dcv: ScoreConfig = Field(default_factory=ScoreConfig)
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
+
+
+# One section per registered arm, named after it (an arm is a registered entry: `dcv.arms.registry`).
+Params = create_model("Params", __base__=_Stages,
+                      **{name: (arm.config, Field(default_factory=arm.config)) for name, arm in ARMS.items()})
 
 
 # YAML 1.1 reads 1e-3 as a string; accept it as the float every user means.
@@ -157,28 +173,56 @@ def load_params(path: str | Path) -> Params:
         raw = {}
     if not isinstance(raw, dict):
         raise DcvError(f"{path}: the top level must be a mapping of sections")
+    missing = _missing(Params, raw)
+    if missing:
+        raise DcvError(f"{path}: {missing}: missing (every key is written out; params.yaml of the repository "
+                       f"documents each one)")
     try:
         params = Params.model_validate(raw)
     except ValidationError as e:
         raise DcvError(_fmt_error(path, e)) from None
     _check_files(path, params)
     _check_budgets(path, params)
+    _check_pairs(path, params)
     return params
 
 
-def _check_budgets(path: Path, p: Params) -> None:
-    """The arms compare fairly only on equal budgets: same prompts per step, steps and checkpoint steps."""
-    if not p.rl.match_sft_budget:
-        return
-    tail = "while rl.match_sft_budget is true (match them, or set it false)"
-    for key in ("max_steps", "save_every", "save_steps"):
-        a, b = getattr(p.sft, key), getattr(p.rl, key)
-        if a != b:
-            raise DcvError(f"{path}: rl.{key}: {b} differs from sft.{key} {a} {tail}")
-    a, b = p.sft.prompts_per_step, p.rl.prompts_per_step
-    if a != b:
-        raise DcvError(f"{path}: rl.per_device_train_batch_size: {b} prompts per step (batch x gradient_accumulation_steps "
-                       f"/ num_generations) differ from sft's {a} (batch x gradient_accumulation_steps) {tail}")
+def _check_pairs(path: Path, p) -> None:
+    """Every scored pair of arms is made of arms the pipeline runs."""
+    for pair in p.dcv.pairs:
+        bad = [a for a in pair if a not in p.common.arms]
+        if bad:
+            raise DcvError(f"{path}: dcv.pairs: {pair} names {bad}, not in common.arms {p.common.arms}")
+
+
+def _missing(model: type[BaseModel], raw: dict, prefix: str = "") -> str | None:
+    """The first schema key absent from `raw` (dotted), descending into sub-sections; None when complete."""
+    for name, f in model.model_fields.items():
+        key = f.alias or name
+        if key not in raw:
+            return prefix + key
+        ann = f.annotation
+        if isinstance(raw[key], dict) and isinstance(ann, type) and issubclass(ann, BaseModel):
+            sub = _missing(ann, raw[key], f"{prefix}{key}.")
+            if sub:
+                return sub
+    return None
+
+
+def _check_budgets(path: Path, p) -> None:
+    """Arms compare fairly only on equal budgets: an arm with `match_budget_of` must have the other arm's prompts
+    per step, steps and checkpoint steps."""
+    for name in ARMS:
+        cfg = getattr(p, name)
+        other = cfg.match_budget_of
+        if other is None:
+            continue
+        if other not in ARMS or other == name:
+            raise DcvError(f"{path}: {name}.match_budget_of: {other!r} is not another registered arm {sorted(ARMS)}")
+        diff = budget_mismatch(cfg, getattr(p, other))
+        if diff:
+            raise DcvError(f"{path}: {name}.{diff[0]}: {diff[1]} of {other}, while {name}.match_budget_of is "
+                           f"{other} (match them, or set it null)")
 
 
 def _check_files(path: Path, p: Params) -> None:
@@ -208,10 +252,8 @@ def _looks_local(ref: str) -> bool:
     return ref.startswith((".", "/", "~")) or ref.count("/") > 1
 
 
-def section_hash(params: Params, keys: list[str]) -> str:
-    """sha256 of the canonical JSON of the named dotted sections: tags a run with exactly what it depends on."""
-    dump = params.model_dump(mode="json")
-    picked = {k: _get(dump, k) for k in sorted(keys)}
+def section_hash(picked: dict) -> str:
+    """sha256 of the canonical JSON of a stage's params (`View.dump`): tags a run with exactly what it depends on."""
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -221,6 +263,38 @@ def _get(d: dict, dotted: str):
     return d
 
 
-def pick(params: Params, keys: list[str]) -> dict:
-    dump = params.model_dump(mode="json")
+def pick(params, keys: list[str]) -> dict:
+    dump = params.model_dump(mode="json", by_alias=True)
     return {k: _get(dump, k) for k in keys}
+
+
+# Every stage reads this key to open its MLflow run; it says where results are logged, not what they are, so
+# dvc.yaml does not track it (changing it reruns nothing).
+UNTRACKED = ["common.experiment"]
+
+
+class View:
+    """Read access to the declared dotted keys of a params object only: a stage reads exactly what dvc.yaml
+    tracks for it, and reading anything else is an error that names the key (so the two cannot drift)."""
+
+    def __init__(self, obj, keys: list[str], stage: str, prefix: str = ""):
+        self._obj, self._keys, self._stage, self._prefix = obj, list(keys), stage, prefix
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        key = f"{self._prefix}{name}"
+        if any(key == k or key.startswith(k + ".") for k in self._keys):
+            return getattr(self._obj, name)  # a declared key (or inside one): the value itself
+        if any(k.startswith(key + ".") for k in self._keys):
+            return View(getattr(self._obj, name), self._keys, self._stage, key + ".")
+        raise AttributeError(f"stage {self._stage} reads params key {key}, which it does not declare "
+                             f"(its declared keys: {', '.join(self._keys)})")
+
+    def dump(self) -> dict:
+        """The declared keys' values, JSON-able (for the run's params and the params hash)."""
+        return pick(self._obj, self._keys)
+
+
+def view(params, keys: list[str], stage: str) -> View:
+    return View(params, keys, stage)

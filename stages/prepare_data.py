@@ -1,9 +1,17 @@
-"""Stage `prepare-data`: the tokenizer and pretraining corpus (toy), the target splits, one probe file per capability.
+"""Stage `prepare-data`: the tokenizer and pretraining corpus (toy), the target splits, the probe splits.
 
     dcv stage prepare-data [--params params.yaml]
 
-Each output is its own DVC out, written atomically, so that `base` reruns only when its own inputs change: the
-probe sets used downstream (`data/prepared/probes/`) are separate from the base's validation sets.
+Each output is its own DVC out, written atomically, so that a stage reruns only when its own inputs change:
+
+    data/prepared/tokenizer/     the toy world's word-level tokenizer (or the HF tokenizer, saved)
+    data/prepared/corpus/        the toy base's pretraining text
+    data/prepared/target/        {train,eval}.jsonl: the target task
+    data/prepared/validation/    <capability>.jsonl: the base's own check (feeds stage base only)
+    data/prepared/probes/        <capability>.jsonl: circuits and forgetting
+    data/prepared/protection/    <capability>.jsonl: the prompts arm protect trains its penalty on
+
+The three probe splits of a capability are disjoint held-out pairs (never in the corpus).
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ from dcv import io
 from dcv.errors import DcvError
 from stages.context import StageContext, stage
 
-SECTIONS = ["data"]
-OUT = "data/prepared"
+PARAMS = ["data"]
+SPLITS = ("validation", "probes", "protection")
 
 
 def check_single_tokens(tok, probe_sets: dict, tokenizer_name: str) -> None:
@@ -46,7 +54,7 @@ def run(ctx: StageContext) -> dict:
     from dcv.toy.world import World
 
     p = ctx.params.data
-    out = ctx.path(OUT)
+    lay = ctx.layout
     world = World.build(p.world)
     words: set[str] = set()
     for cap in capabilities(world).values():
@@ -56,42 +64,46 @@ def run(ctx: StageContext) -> dict:
     else:
         from dcv.models import load_tokenizer, resolve_hf
 
-        tok = load_tokenizer(resolve_hf(p.tokenizer, None)[0])
+        try:
+            tok = load_tokenizer(resolve_hf(p.tokenizer, None)[0])
+        except DcvError as e:
+            raise DcvError(f"{ctx.params_path}: data.tokenizer: {e}") from None
+    sizes = {"validation": p.n_validation, "probes": p.probes.n_pairs, "protection": p.probes.n_protection}
     try:
-        sets = build_probe_sets(world, p.capabilities, p.n_validation, p.probes.n_pairs)
+        sets = build_probe_sets(world, p.capabilities, sizes)
     except ValueError as e:
-        raise DcvError(f"{ctx.params_path}: data.probes.n_pairs / data.n_validation: {e}") from None
-    validation = {c: [x.to_json() for x in v] for c, (v, _) in sets.items()}
-    probes = {c: [x.to_json() for x in pr] for c, (_, pr) in sets.items()}
-    check_single_tokens(tok, {**validation, **probes}, p.tokenizer)
+        raise DcvError(f"{ctx.params_path}: data.probes / data.n_validation: {e}") from None
+    splits = {split: {c: [x.to_json() for x in s[split]] for c, s in sets.items()} for split in SPLITS}
+    for rows in splits.values():
+        check_single_tokens(tok, rows, p.tokenizer)
     train, eval_ = target_rows(ctx, world)
     if not train or not eval_:
         raise DcvError(f"{ctx.params_path}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")
 
     # Everything is computed; now write each out atomically.
     # The corpus is the toy world's pretraining text; a Hugging Face base ignores it.
-    with io.atomic_dir(out / "tokenizer") as d:
+    with io.atomic_dir(lay.prepared("tokenizer")) as d:
         tok.save_pretrained(str(d))
         if p.tokenizer == "toy":
             (d / "dcv_model.json").write_text('{"tokenizer": "word-level"}\n')
     corpus = build_corpus(world, p.corpus)
-    with io.atomic_dir(out / "corpus") as d:
+    with io.atomic_dir(lay.prepared("corpus")) as d:
         (d / "train.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
-    with io.atomic_dir(out / "target") as d:
+    with io.atomic_dir(lay.prepared("target")) as d:
         io.write_jsonl(d / "train.jsonl", train)
         io.write_jsonl(d / "eval.jsonl", eval_)
-    for name, sets_ in (("validation", validation), ("probes", probes)):
-        with io.atomic_dir(out / name) as d:
-            for cap, rows in sets_.items():
+    for split, rows_by_cap in splits.items():
+        with io.atomic_dir(lay.prepared(split)) as d:
+            for cap, rows in rows_by_cap.items():
                 io.write_jsonl(d / f"{cap}.jsonl", rows)
     metrics = {"vocab_size": len(tok), "target": {"n_train": len(train), "n_eval": len(eval_)},
-               "probes": {c: len(r) for c, r in probes.items()}}
-    io.write_json(ctx.path("metrics/prepare-data.json"), metrics)
+               "pairs": {split: {c: len(r) for c, r in rows.items()} for split, rows in splits.items()}}
+    io.write_json(lay.metrics("prepare-data"), metrics)
     ctx.run.log_final(metrics)
-    ctx.run.log_dict({c: rows[:5] for c, rows in probes.items()}, "probe_examples.json")
+    ctx.run.log_dict({c: rows[:5] for c, rows in splits["probes"].items()}, "probe_examples.json")
     return metrics
 
 
 def main(params: str) -> None:
-    with stage("prepare-data", params, SECTIONS) as ctx:
+    with stage("prepare-data", params, PARAMS) as ctx:
         run(ctx)

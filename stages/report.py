@@ -2,86 +2,73 @@
 
     dcv stage report [--params params.yaml]
 
-Reads the metrics of `base`, the arms, `evaluate-forgetting` and `score-dcv`, the plot data of the last two, and the
-params that describe the setup. Writes `reports/report.md`, `reports/figures/*.png` and `reports/summary.json`
-(the verdict's numbers: also this run's MLflow metrics); the whole `reports/` directory is the run's artifact.
+Reads the metrics of every stage (`metrics/`: the base, each arm's training, evaluate-forgetting, score-dcv), the
+two tables (`measurements/models.csv`, `measurements/circuits.csv`), the head maps of score-dcv
+(`plots/dcv/heads/`) and the params that describe the setup. Writes `reports/report.md`, `reports/figures/*.png` and
+`reports/summary.json` (the verdict's numbers: also this run's MLflow metrics); the whole `reports/` directory is
+the run's artifact.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
 
 from dcv import io
 from dcv.errors import DcvError
-from stages.context import StageContext, stage
+from stages.context import StageContext, stage, stage_params
 
-SECTIONS = ["base.kind", "base.model", "base.hf", "data.target", "sft", "rl", "common.seeds", "common.experiment"]
-OUT = "reports"
-INPUTS = ["metrics/base.json", "metrics/sft.json", "metrics/rl.json", "metrics/evaluate-forgetting.json",
-          "metrics/score-dcv.json", "plots/dcv/checkpoints.csv"]
+PARAMS = ["base.kind", "base.model", "base.hf", "data.target", "common.seeds"]
 
 
 def _json(path: Path) -> dict:
     if not path.is_file():
         raise DcvError(f"{path}: not found (run the stage that writes it first)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DcvError(f"{path}: not valid JSON ({e.msg})") from None
 
 
-def _csv(path: Path) -> list[dict]:
-    def num(v: str):
-        if v == "":
-            return None
-        try:
-            return int(v)
-        except ValueError:
-            try:
-                return float(v)
-            except ValueError:
-                return v
-
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def load_data(root: Path, params):
+def load_data(layout, params):
+    from dcv.measurements import MeasurementTable
     from dcv.report.document import ReportData
+    from dcv.scoring.scores import CircuitScore
+    from dcv.tables import read_table
 
-    for rel in INPUTS:
-        if not (root / rel).is_file():
-            raise DcvError(f"{root / rel}: not found (run the stage that writes it first)")
-    score = _json(root / "metrics/score-dcv.json")
-    heads = {c: _json(root / "plots/dcv/heads" / f"{c}.json") for c in score["capabilities"]}
-    dump = params.model_dump(mode="json")
-    setup = {"base": dump["base"], "target": dump["data"]["target"], "seeds": dump["common"]["seeds"],
-             "arms": {a: dump[a] for a in score["arms"]}}
-    return ReportData(setup=setup, base=_json(root / "metrics/base.json"),
-                      arms={a: _json(root / f"metrics/{a}.json") for a in score["arms"]},
-                      forgetting=_json(root / "metrics/evaluate-forgetting.json"), score=score, heads=heads,
-                      circuit_rows=_csv(root / "plots/dcv/checkpoints.csv"))
+    score = _json(layout.metrics("score-dcv"))
+    heads = {f"{a}-{b}": {c: _json(layout.plots("dcv") / "heads" / f"{a}-{b}" / f"{c}.json")
+                          for c in score["base_circuits"]} for a, b in score["pairs"]}
+    setup = {"base": {"kind": params.base.kind, "model": params.base.model.model_dump(mode="json"),
+                      "hf": params.base.hf.model_dump(mode="json")},
+             "target": params.data.target.model_dump(mode="json"), "seeds": list(params.common.seeds)}
+    return ReportData(setup=setup, base=_json(layout.metrics("base")),
+                      arms={a: _json(layout.metrics(a)) for a in score["arms"]},
+                      forgetting=_json(layout.metrics("evaluate-forgetting")), score=score, heads=heads,
+                      table=MeasurementTable.read(layout.measurements),
+                      circuit_scores=read_table(layout.circuit_scores, CircuitScore))
 
 
 def run(ctx: StageContext, data) -> dict:
     from dcv.report.document import build
 
     t0 = time.perf_counter()
-    with io.atomic_dir(ctx.path(OUT)) as d:
+    with io.atomic_dir(ctx.layout.reports) as d:
         text, summary = build(data, d / "figures")
         io.write_text(d / "report.md", text)
         io.write_json(d / "summary.json", io.json_safe(summary))
     summary = io.json_safe(summary)
     ctx.run.log_final({**summary, "wall_s": round(time.perf_counter() - t0, 2)})
-    ctx.run.log_artifacts(ctx.path(OUT), "report")
+    ctx.run.log_artifacts(ctx.layout.reports, "report")
     return summary
 
 
 def main(params: str) -> None:
     """Bad params, then missing inputs, stop the stage before anything is written (not even the MLflow run)."""
-    from stages.params import load_params
+    from dcv.layout import Layout
 
-    p = load_params(params)
-    data = load_data(Path(params).resolve().parent, p)
-    with stage("report", params, SECTIONS) as ctx:
+    p, root = stage_params(params, "report", PARAMS)
+    data = load_data(Layout(root), p)
+    with stage("report", params, PARAMS) as ctx:
         run(ctx, data)

@@ -1,5 +1,5 @@
 """Synthetic inputs of the late stages, in the documented formats: circuits JSON (the extract-circuits contract) and
-the arms' metrics curves. A fine-tuned model's head effects are the base's scaled by (1 - degradation), plus
+the measurement table (`dcv.measurements`). A fine-tuned model's head effects are the base's scaled by (1 - degradation), plus
 per-pair noise, so its CV is about the degradation."""
 
 from __future__ import annotations
@@ -59,36 +59,39 @@ def circuit(model: str, cap: str, scale: float, n_pairs: int, rng: np.random.Gen
 
 
 def accuracy(arm: str, step: int, seed: int) -> float:
-    """SFT learns fast, RL slowly; the base (step 0) is at 0.25."""
+    """SFT (and any arm but rl) learns fast, RL slowly; the base (step 0) is at 0.25."""
     if step == 0:
         return 0.25
-    top = 1.0 if arm == "sft" else 0.6
-    return round(0.25 + (top - 0.25) * min(1.0, step / (3.0 if arm == "sft" else 6.0)) - 0.01 * seed, 4)
+    top = 0.6 if arm == "rl" else 1.0
+    return round(0.25 + (top - 0.25) * min(1.0, step / (6.0 if arm == "rl" else 3.0)) - 0.01 * seed, 4)
 
 
 def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int = 16, same_arms: bool = False,
-          caps=CAPS, steps=STEPS) -> Path:
-    """circuits/ and metrics/<arm>.json under `root`. degrade: arm -> degradation at the last step (linear in step)."""
+          caps=CAPS, steps=STEPS, table: bool = True) -> Path:
+    """circuits/ and the measurement table (measurements/models.csv) under `root`. degrade: arm -> degradation at
+    the last step (linear in step); the arms are its keys. `table`: False when a real evaluate-forgetting writes it."""
+    from dcv.measurements import Measurement
+    from dcv.tables import write_table
+
     degrade = degrade or {"sft": 0.6, "rl": 0.15}
+    arms = list(degrade)
     rng = np.random.default_rng(0)
+    rows = [Measurement("base", "base", None, 0, False, c, 1.0, 3.0, 0.25, 1.0, 0.0, 0.0) for c in caps]
     for c in caps:
         io.write_json(root / "circuits/base" / f"{c}.json", circuit("base", c, 1.0, n_pairs, rng))
-    for arm in ("sft", "rl"):
-        curve = {}
+    for arm in arms:
         for s in seeds:
-            curve[s] = [{"step": 0, "target_accuracy": 0.25, "probe_accuracy": 1.0, "forward_kl": 0.0}]
             for st in steps:
-                src = "sft" if same_arms else arm
+                src = arms[0] if same_arms else arm
                 dg = degrade[src] * st / steps[-1] + 0.03 * s
-                r = np.random.default_rng([s, st, 0 if same_arms else ("sft", "rl").index(arm)])
+                r = np.random.default_rng([s, st, 0 if same_arms else arms.index(arm)])
+                mid = f"{arm}/seed-{s}/step-{st}"
                 for c in caps:
-                    io.write_json(root / f"circuits/{arm}/seed-{s}/step-{st}/{c}.json",
-                                  circuit(f"{arm}/seed-{s}/step-{st}", c, 1.0 - dg, n_pairs, r))
-                curve[s].append({"step": st, "target_accuracy": accuracy(src, st, s), "probe_accuracy": 1.0 - dg / 2,
-                                 "forward_kl": dg})
-        io.write_json(root / f"metrics/{arm}.json", {
-            "arm": arm, "budget": {"max_steps": steps[-1], "save_every": steps[0], "prompts_per_step": 4},
-            "seeds": {str(s): {"curve": curve[s], "wall_s": 1.0} for s in seeds}})
+                    io.write_json(root / f"circuits/{mid}/{c}.json", circuit(mid, c, 1.0 - dg, n_pairs, r))
+                    rows.append(Measurement(mid, arm, s, st, st == steps[-1], c, 1.0 - dg / 2, 3.0 * (1 - dg),
+                                            accuracy(src, st, s), 0.5, dg, dg))
+    if table:
+        write_table(root / "measurements/models.csv", rows, Measurement)
     return root
 
 
@@ -116,6 +119,12 @@ def tiny_project(dest: Path, seeds=(0,), steps=STEPS, noise: dict | None = None)
                     for p in model.parameters():
                         p.add_(torch.randn(p.shape, generator=g) * sigma * st / steps[-1])
                 d = dest / f"models/{arm}/seed-{s}/checkpoints/step-{st}"
-                save_model(model, tok, d, {"tokenizer": "word-level", "arm": arm, "seed": s, "step": st})
+                save_model(model, tok, d, {"tokenizer": "word-level", "arm": arm, "seed": s, "step": st,
+                                           "config": {"learning_rate": 0.001}})
             shutil.copytree(dest / f"models/{arm}/seed-{s}/checkpoints/step-{steps[-1]}", dest / f"models/{arm}/seed-{s}/final")
+        io.write_json(dest / f"metrics/{arm}.json", {
+            "arm": arm, "description": f"{arm}: the base plus weight noise (test)", "prepared": {},
+            "config": {"finetune": "full", "learning_rate": 0.001},
+            "budget": {"max_steps": steps[-1], "prompts_per_step": 4, "checkpoint_steps": list(steps)},
+            "seeds": {str(s): {"wall_s": 1.0, "checkpoint_steps": list(steps), "last_logs": {}} for s in seeds}})
     return dest

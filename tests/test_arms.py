@@ -1,5 +1,5 @@
-"""The fine-tuning arms: the shared correctness rule, target-row checks, forward KL, budgets, and stages `sft` and
-`rl` on a tiny world (layout, metrics, MLflow, determinism, LoRA, seeds, bad input)."""
+"""The fine-tuning arms: the shared correctness rule, target-row checks, forward KL, budgets, the registry, and the
+stages `sft`, `rl` and `protect` on a tiny world (layout, metrics, MLflow, determinism, LoRA, seeds, bad input)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from stages.cli import app
 from tests.conftest import write_params
 
-# Tiny, matched budgets: sft 4 prompts/step; rl 16 completions / 4 generations = 4 prompts/step.
+# Tiny, matched budgets: sft and protect 4 prompts/step; rl 16 completions / 4 generations = 4 prompts/step.
 TINY_ARMS = {
     "sft": {"max_steps": 6, "save_every": 3, "per_device_train_batch_size": 4, "logging_steps": 2, "warmup_steps": 1},
+    "protect": {"max_steps": 6, "save_every": 3, "per_device_train_batch_size": 4, "logging_steps": 2, "warmup_steps": 1,
+                "protection": {"batch_size": 8}},
     "rl": {"max_steps": 6, "save_every": 3, "per_device_train_batch_size": 16, "num_generations": 4,
            "generation_batch_size": 16, "logging_steps": 2, "warmup_steps": 1, "n_logged_completions": 4},
 }
@@ -158,11 +160,12 @@ def test_sequence_kl_is_zero_on_itself_and_matches_the_exact_kl_on_one_token():
 def test_arm_configs_and_budgets(tmp_path: Path):
     from pydantic import ValidationError
 
-    from dcv.arms.config import RLArmConfig, SFTArmConfig
+    from dcv.arms.rl import RLArmConfig
+    from dcv.arms.sft import SFTArmConfig
     from dcv.errors import DcvError
     from stages.params import load_params
 
-    assert SFTArmConfig(max_steps=10, save_every=4).checkpoint_steps() == [4, 8, 10]
+    assert SFTArmConfig(max_steps=10, save_every=4, save_steps=None).checkpoint_steps() == [4, 8, 10]
     assert SFTArmConfig(max_steps=10, save_steps=[5, 1, 2]).checkpoint_steps() == [1, 2, 5, 10]
     with pytest.raises(ValidationError, match="save_steps"):
         SFTArmConfig(max_steps=10, save_steps=[3, 11])
@@ -171,17 +174,36 @@ def test_arm_configs_and_budgets(tmp_path: Path):
     with pytest.raises(ValidationError, match="multiple of num_generations"):
         RLArmConfig(per_device_train_batch_size=12, num_generations=8, generation_batch_size=24)
     with pytest.raises(ValidationError, match="save_every"):
-        SFTArmConfig(max_steps=5, save_every=10)
+        SFTArmConfig(max_steps=5, save_every=10, save_steps=None)
     with pytest.raises(DcvError, match="sft.save_every: larger than max_steps"):
         load_params(write_params(tmp_path / "params.yaml", {"sft": {"max_steps": 20}}))
     p = load_params(write_params(tmp_path / "params.yaml"))
     assert p.sft.prompts_per_step == p.rl.prompts_per_step and p.sft.max_steps == p.rl.max_steps
     assert p.sft.completion_form == "word" and p.sft.checkpoint_steps() == p.rl.checkpoint_steps()
     for edit, key in (({"rl": {"max_steps": 700}}, "rl.max_steps"),
-                      ({"rl": {"num_generations": 4}}, "rl.per_device_train_batch_size")):
+                      ({"rl": {"num_generations": 4}}, "rl.per_device_train_batch_size"),
+                      ({"protect": {"save_steps": [7]}}, "protect.save_steps"),
+                      ({"rl": {"match_budget_of": "ppo"}}, "rl.match_budget_of")):
         with pytest.raises(DcvError, match=key):
             load_params(write_params(tmp_path / "params.yaml", edit))
-    load_params(write_params(tmp_path / "params.yaml", {"rl": {"max_steps": 700, "match_sft_budget": False}}))
+    load_params(write_params(tmp_path / "params.yaml", {"rl": {"max_steps": 700, "match_budget_of": None}}))
+
+
+def test_every_registered_arm_has_a_params_section_a_command_and_a_stage():
+    import yaml
+
+    from dcv.arms import REGISTRY
+    from stages.cli import stage_app
+    from tests.conftest import REPO
+
+    assert list(REGISTRY) == ["sft", "rl", "protect"]
+    commands = {c.name for c in stage_app.registered_commands}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages_ = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, arm in REGISTRY.items():
+        assert name in commands and name in params and stages_[name]["cmd"] == f"dcv stage {name}"
+        assert stages_[name]["outs"] == [f"models/{name}"]
+        assert arm.describe(arm.config())
 
 
 def test_unmatched_budget_stops_the_stage_in_one_line(workdir: Path):
@@ -193,7 +215,7 @@ def test_unmatched_budget_stops_the_stage_in_one_line(workdir: Path):
 
 
 def test_device_flags_off_on_cpu():
-    from dcv.arms.config import SFTArmConfig
+    from dcv.arms.sft import SFTArmConfig
     from dcv.arms.train import device_flags
 
     f = device_flags(SFTArmConfig(), torch.device("cpu"))
@@ -232,42 +254,37 @@ def _params(workdir: Path, edit: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arm", ["sft", "rl"])
+@pytest.mark.parametrize("arm", ["sft", "rl", "protect"])
 def test_arm_writes_layout_metrics_and_mlflow(armdir: Path, arm: str):
     import mlflow
 
-    from dcv.arms import checkpoint_dirs, final_dir, seed_dirs
+    from dcv.layout import Layout
     from dcv.models import load_model
 
     _stage(arm)
-    out = armdir / "models" / arm
-    assert list(seed_dirs(out)) == [0]
-    assert list(checkpoint_dirs(out, 0)) == [3, 6]
-    for d in [*checkpoint_dirs(out, 0).values(), final_dir(out, 0)]:
+    lay = Layout(armdir)
+    assert lay.seeds(arm) == [0]
+    assert list(lay.checkpoints(arm, 0)) == [3, 6]
+    for d in [*lay.checkpoints(arm, 0).values(), lay.final_dir(arm, 0)]:
         assert sorted(p.name for p in d.iterdir()) == ["config.json", "dcv_model.json", "generation_config.json",
                                                         "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
-    assert _tree_bytes(final_dir(out, 0)) == _tree_bytes(checkpoint_dirs(out, 0)[6])
-    model, tok = load_model(final_dir(out, 0))
+    assert _tree_bytes(lay.final_dir(arm, 0)) == _tree_bytes(lay.checkpoints(arm, 0)[6])
+    model, tok = load_model(lay.final_dir(arm, 0))
     assert tok.bos_token == "<bos>" and model.config.use_cache is True
-    marker = json.loads((final_dir(out, 0) / "dcv_model.json").read_text())
+    marker = json.loads((lay.final_dir(arm, 0) / "dcv_model.json").read_text())
     assert marker["arm"] == arm and marker["seed"] == 0 and marker["step"] == 6 and marker["tokenizer"] == "word-level"
+    assert marker["config"]["max_steps"] == 6
     assert not list((armdir / "models").glob(".tmp-*"))
 
     m = json.loads((armdir / f"metrics/{arm}.json").read_text())
-    assert [c["step"] for c in m["curve"]] == [0, 3, 6]
-    assert m["curve"][0]["forward_kl"] == 0.0 and m["curve"][-1]["forward_kl"] > 0.0
-    for k in ("target_accuracy", "probe_accuracy", "forward_kl"):
-        assert m[k] == m["seeds"]["0"][k] == m["curve"][-1][k]
-    assert set(m["probes"]) == {"induction", "ioi", "facts", "arithmetic", "mcqa"}
-    assert m["budget"] == {"max_steps": 6, "save_every": 3, "prompts_per_step": 4, "checkpoint_steps": [3, 6]}
-    assert m["wall_s"] > 0
+    assert "curve" not in m and "target_accuracy" not in m  # arms train only; evaluate-forgetting measures
+    assert m["budget"] == {"max_steps": 6, "prompts_per_step": 4, "checkpoint_steps": [3, 6]}
+    assert m["seeds"]["0"]["checkpoint_steps"] == [3, 6] and m["wall_s"] > 0
+    assert m["description"] and m["config"]["max_steps"] == 6
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{armdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dcv-test")
     (run,) = client.search_runs([exp.experiment_id], f"tags.`dcv.stage` = '{arm}'")
-    assert run.data.metrics["target_accuracy"] == m["target_accuracy"]
-    assert [h.step for h in client.get_metric_history(run.info.run_id, "seed-0/forward_kl")] == [3, 6]
-    assert [h.step for h in client.get_metric_history(run.info.run_id, "curve/target_accuracy")] == [0, 3, 6]
     assert len(client.get_metric_history(run.info.run_id, "seed-0/train/loss")) == 3
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", f"{arm}.json"} <= arts
@@ -277,6 +294,12 @@ def test_arm_writes_layout_metrics_and_mlflow(armdir: Path, arm: str):
         assert "completions.json" in arts
         table = json.loads(Path(client.download_artifacts(run.info.run_id, "completions.json", str(armdir))).read_text())
         assert table["columns"] == ["seed", "step", "prompt", "completion", "reward"] and table["data"]
+    if arm == "protect":
+        heads = m["prepared"]["heads"]
+        assert set(heads) == {"induction", "ioi", "facts", "arithmetic", "mcqa"}
+        for sel in heads.values():
+            assert sel["heads"] and sum(sel["weights"]) == pytest.approx(1.0)
+        assert len(client.get_metric_history(run.info.run_id, "seed-0/train/protect_penalty")) == 3
 
 
 @pytest.mark.slow
@@ -291,7 +314,7 @@ def test_accelerate_launch_path_on_cpu_with_one_process(armdir: Path, arm: str):
     shutil.rmtree(armdir / "models" / arm)
     shutil.copytree(Path(__file__).resolve().parents[1] / "configs", armdir / "configs")
     _params(armdir, {"common": {"launch": {"num_processes": 1, "config_file": "configs/accelerate/ddp.yaml"}}})
-    r = _stage(arm)
+    _stage(arm)
     assert _tree_bytes(armdir / "models" / arm) == direct
     client = mlflow.tracking.MlflowClient(f"sqlite:///{armdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dcv-test")
@@ -332,23 +355,22 @@ def test_sft_learns_the_fixed_form_and_seeds_differ(armdir: Path):
     """Two seeds, enough steps for SFT to move the tiny model towards the word form."""
     _params(armdir, {"common": {"seeds": [0, 1]},
                      "sft": {"max_steps": 40, "save_every": 20, "learning_rate": 3.0e-3},
-                     "rl": {"max_steps": 40, "save_every": 20}})
+                     "rl": {"max_steps": 40, "save_every": 20}, "protect": {"max_steps": 40, "save_every": 20}})
     _stage("sft")
-    from dcv.arms import final_dir, seed_dirs
+    from dcv.layout import Layout
     from dcv.models import load_model
     from dcv.target_eval import greedy_completions
 
-    out = armdir / "models/sft"
-    assert list(seed_dirs(out)) == [0, 1]
-    a, b = (final_dir(out, s) / "model.safetensors" for s in (0, 1))
+    lay = Layout(armdir)
+    assert lay.seeds("sft") == [0, 1]
+    a, b = (lay.final_dir("sft", s) / "model.safetensors" for s in (0, 1))
     assert a.read_bytes() != b.read_bytes()
     m = json.loads((armdir / "metrics/sft.json").read_text())
-    assert set(m["seeds"]) == {"0", "1"} and [c["step"] for c in m["curve"]] == [0, 20, 40]
-    assert m["target_accuracy"] == pytest.approx((m["seeds"]["0"]["target_accuracy"] + m["seeds"]["1"]["target_accuracy"]) / 2)
+    assert set(m["seeds"]) == {"0", "1"} and m["seeds"]["1"]["checkpoint_steps"] == [20, 40]
     # the fixed form: SFT trained on " <word>", so completions now start with an option word (on this barely
     # pretrained tiny base, not necessarily the right one), not a letter
     rows = [json.loads(l) for l in (armdir / "data/prepared/target/eval.jsonl").read_text().splitlines()]
-    model, tok = load_model(final_dir(out, 0))
+    model, tok = load_model(lay.final_dir("sft", 0))
     comps = greedy_completions(model, tok, [r["prompt"] for r in rows], max_new_tokens=1)
     foods = {w for r in rows for w in r["choices"]}
     assert sum(1 for c in comps if c.strip() in foods) >= len(rows) // 2, comps
@@ -358,10 +380,10 @@ def test_sft_learns_the_fixed_form_and_seeds_differ(armdir: Path):
 def test_lora_checkpoints_are_merged_full_models(armdir: Path):
     _params(armdir, {"sft": {"finetune": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj"]}}})
     _stage("sft")
-    from dcv.arms import final_dir
+    from dcv.layout import Layout
     from dcv.models import load_model
 
-    d = final_dir(armdir / "models/sft", 0)
+    d = Layout(armdir).final_dir("sft", 0)
     assert not (d / "adapter_config.json").exists()
     model, _ = load_model(d)
     base, _ = load_model(armdir / "models/base")
@@ -372,7 +394,7 @@ def test_lora_checkpoints_are_merged_full_models(armdir: Path):
     assert json.loads((d / "dcv_model.json").read_text())["finetune"] == "lora"
 
 
-@pytest.mark.parametrize("arm", ["sft", "rl"])
+@pytest.mark.parametrize("arm", ["sft", "rl", "protect"])
 @pytest.mark.parametrize("corrupt,needle", [
     (lambda rows: rows[:2] + [{k: v for k, v in rows[2].items() if k != "answer"}] + rows[3:],
      "data/prepared/target/train.jsonl:3: row has no answer"),
@@ -404,11 +426,16 @@ def test_dvc_runs_both_arms_and_reruns_only_the_edited_one(tmp_path: Path):
         assert r.returncode == 0, r.stdout + r.stderr
         return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
 
-    assert repro("sft", "rl") == {"prepare-data", "base", "sft", "rl"}
+    arms = ("sft", "rl", "protect")
+    assert repro(*arms) == {"prepare-data", "base", *arms}
     assert (repo / "models/sft/seed-0/final/model.safetensors").is_file()
     assert (repo / "models/rl/seed-0/checkpoints/step-3/model.safetensors").is_file()
-    assert repro("sft", "rl") == set()
+    assert (repo / "models/protect/seed-0/checkpoints/step-6/model.safetensors").is_file()
+    assert repro(*arms) == set()
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["sft"]["learning_rate"] = 1.0e-3  # an sft-only key
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert repro("sft", "rl") == {"sft"}
+    assert repro(*arms) == {"sft"}
+    params["protect"]["protection"]["weight"] = 3.0  # a protect-only key
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert repro(*arms) == {"protect"}

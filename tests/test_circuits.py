@@ -241,7 +241,8 @@ def test_unequal_clean_and_corrupt_lengths_name_file_and_line():
 
 # --------------------------------------------------------------------------------------------- stage, tiny
 
-CIRCUITS = {"circuits": {"batch_size": 8, "heads_per_forward": 8, "eap_ig_steps": 3}}
+CIRCUITS = {"circuits": {"batch_size": 8, "heads_per_forward": 8, "eap_ig_steps": 3},
+            "common": {"arms": ["sft", "rl"]}, "dcv": {"pairs": [["sft", "rl"]]}}
 
 
 def _invoke(*args: str):
@@ -354,9 +355,9 @@ def test_bad_probe_pair_and_missing_seed_stop_before_anything(proj: Path):
     r = _invoke("stage", "extract-circuits")
     assert r.exit_code == 2 and "data/prepared/probes/ioi.jsonl:3: clean and corrupt prompts" in r.output, r.output
     f.write_text("\n".join(lines) + "\n")
-    write_params(proj / "params.yaml", {**CIRCUITS, "common": {"seeds": [0, 1]}})
+    write_params(proj / "params.yaml", {**CIRCUITS, "common": {"arms": ["sft", "rl"], "seeds": [0, 1]}})
     r = _invoke("stage", "extract-circuits")
-    assert r.exit_code == 2 and "seed-1: missing, but common.seeds lists seed 1" in r.output, r.output
+    assert r.exit_code == 2 and "seed-1/checkpoints: no step-<n> checkpoints (seed 1 of arm sft" in r.output, r.output
     assert not (proj / "circuits").exists() and not (proj / "mlflow.db").exists()
 
 
@@ -395,6 +396,7 @@ def test_dvc_second_repro_runs_nothing_and_circuits_edits_rerun_only_extraction(
     arms = {"max_steps": 4, "save_every": 2, "warmup_steps": 1, "logging_steps": 2}
     repo = make_repo(tmp_path / "repo", {
         **CIRCUITS, "sft": {**arms, "per_device_train_batch_size": 4},
+        "protect": {**arms, "per_device_train_batch_size": 4, "protection": {"batch_size": 8}},
         "rl": {**arms, "per_device_train_batch_size": 16, "num_generations": 4, "generation_batch_size": 16,
                "n_logged_completions": 4}})
 
@@ -403,7 +405,8 @@ def test_dvc_second_repro_runs_nothing_and_circuits_edits_rerun_only_extraction(
         assert r.returncode == 0, r.stdout + r.stderr
         return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
 
-    assert repro("extract-circuits") == {"prepare-data", "base", "sft", "rl", "extract-circuits"}
+    # every arm's stage feeds extract-circuits (it depends on `models`), protect too though common.arms leaves it out
+    assert repro("extract-circuits") == {"prepare-data", "base", "sft", "rl", "protect", "extract-circuits"}
     assert (repo / "circuits/sft/seed-0/step-4/ioi.json").is_file()
     assert repro("extract-circuits") == set()
     params = yaml.safe_load((repo / "params.yaml").read_text())

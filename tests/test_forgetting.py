@@ -13,13 +13,25 @@ from stages.cli import app
 from tests import synthetic
 from tests.conftest import write_params
 
+TWO_ARMS = {"common": {"arms": ["sft", "rl"]}, "dcv": {"pairs": [["sft", "rl"]]}}
+
+
+def _table(rows):
+    from dcv.measurements import Measurement, MeasurementTable
+
+    return MeasurementTable([Measurement(*r) for r in rows])
+
 
 def test_forgetting_and_adaptation_step():
-    from dcv.forgetting import adaptation_step, forgetting
+    from dcv.forgetting import adaptation_step
 
-    base = {"capabilities": {"a": {"accuracy": 1.0}, "b": {"accuracy": 0.8}}}
-    f = forgetting(base, {"capabilities": {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.9}}})
-    assert f == {"mean": pytest.approx(0.2), "capabilities": {"a": 0.5, "b": pytest.approx(-0.1)}}
+    t = _table([("base", "base", None, 0, False, "a", 1.0, 1.0, 0.2, 0.3, 0.0, 0.0),
+                ("base", "base", None, 0, False, "b", 0.8, 1.0, 0.2, 0.3, 0.0, 0.0),
+                ("x/seed-0/step-5", "x", 0, 5, True, "a", 0.5, 1.0, 0.9, 0.3, 1.0, 1.0),
+                ("x/seed-0/step-5", "x", 0, 5, True, "b", 0.9, 1.0, 0.9, 0.3, 1.0, 1.0)])
+    f = t.forgetting("x/seed-0/step-5")
+    assert f == {"mean": pytest.approx(0.2), "a": 0.5, "b": pytest.approx(-0.1)}
+    assert t.target_curve("x", 0) == {0: 0.2, 5: 0.9}
     curve = [(0, 0.2), (10, 0.3), (20, 0.7), (30, 0.9), (40, 1.0)]
     assert adaptation_step(curve, 0.9) == 40  # threshold 0.2 + 0.9 * 0.8 = 0.92
     assert adaptation_step(curve, 0.5) == 20
@@ -27,29 +39,39 @@ def test_forgetting_and_adaptation_step():
 
 
 def test_summarize_means_spread_and_per_capability():
+    """Seeds aligned by step (seed 1 has an extra checkpoint), sample SD over seeds."""
     from dcv.forgetting import summarize
 
-    def m(t, a, kl):
-        return {"target_accuracy": t, "prior_accuracy": a, "forward_kl": kl,
-                "capabilities": {"x": {"accuracy": a, "logit_diff": 2 * a}}}
+    def rows(mid, arm, seed, step, t, a, kl):
+        return [(mid, arm, seed, step, False, "x", a, 2 * a, t, 0.3, kl, kl)]
 
-    base = m(0.25, 1.0, 0.0)
-    runs = {"sft": {0: {5: m(0.9, 0.6, 2.0), 10: m(1.0, 0.5, 3.0)}, 1: {5: m(0.8, 0.8, 1.0), 10: m(1.0, 0.7, 2.0)}}}
-    s = summarize(base, runs, 0.9)["arms"]["sft"]
-    assert s["forgetting"] == pytest.approx(0.4) and s["forgetting_std"] == pytest.approx(0.1)
+    t = _table(rows("base", "base", None, 0, 0.25, 1.0, 0.0)
+               + rows("sft/seed-0/step-5", "sft", 0, 5, 0.9, 0.6, 2.0) + rows("sft/seed-0/step-10", "sft", 0, 10, 1.0, 0.5, 3.0)
+               + rows("sft/seed-1/step-5", "sft", 1, 5, 0.8, 0.8, 1.0) + rows("sft/seed-1/step-7", "sft", 1, 7, 0.9, 0.8, 1.5)
+               + rows("sft/seed-1/step-10", "sft", 1, 10, 1.0, 0.7, 2.0))
+    s = summarize(t, ["sft"], [0, 1], 0.9)["arms"]["sft"]
+    assert s["forgetting"] == pytest.approx(0.4) and s["forgetting_sd"] == pytest.approx(0.1414213, rel=1e-5)
     assert s["capabilities"]["x"] == {"accuracy": pytest.approx(0.6), "logit_diff": pytest.approx(1.2),
                                       "forgetting": pytest.approx(0.4)}
-    assert [p["step"] for p in s["curve"]] == [0, 5, 10]
+    assert [p["step"] for p in s["curve"]] == [0, 5, 10]  # step 7: only seed 1 has it
     assert s["curve"][1]["target_accuracy_min"] == 0.8 and s["curve"][1]["target_accuracy_max"] == 0.9
+    assert s["curve"][2]["forgetting"] == pytest.approx(0.4)
     # seed 0 reaches 0.25 + 0.9 * 0.75 = 0.925 at step 10; seed 1 as well
     assert s["seeds"]["0"]["adaptation_steps"] == 10 and s["adaptation_steps"] == 10 and s["adapted_seeds"] == 2
+
+
+def test_a_nan_value_is_left_out_of_the_mean_and_counted_out():
+    from dcv.stats import finite, mean, sd
+
+    assert mean([1.0, float("nan"), 3.0, None]) == 2.0 and finite([1.0, float("nan"), None]) == [1.0]
+    assert sd([1.0]) == 0.0 and sd([]) != sd([])  # NaN for no values
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """prepare-data, base and noise-perturbed arm checkpoints of the tiny world, built once for this module."""
     d = tmp_path_factory.mktemp("tiny")
-    write_params(d / "params.yaml")
+    write_params(d / "params.yaml", TWO_ARMS)
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
     try:
@@ -66,12 +88,13 @@ def _copy_project(src: Path, dest: Path) -> None:
 
 def test_stage_measures_every_checkpoint(tiny: Path, workdir: Path):
     _copy_project(tiny, workdir)
+    write_params(workdir / "params.yaml", TWO_ARMS)
     r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
     assert r.exit_code == 0, r.output
     m = json.loads((workdir / "metrics/evaluate-forgetting.json").read_text())
     caps = {"induction", "ioi", "facts", "arithmetic", "mcqa"}
     assert set(m["base"]["capabilities"]) == caps and m["base"]["forward_kl"] == pytest.approx(0.0, abs=1e-6)
-    assert set(m["base"]["capabilities"]["ioi"]) == {"accuracy", "logit_diff"}
+    assert set(m["base"]["capabilities"]["ioi"]) == {"accuracy", "logit_diff", "forgetting"}
     for arm in ("sft", "rl"):
         a = m["arms"][arm]
         rows = a["seeds"]["0"]["checkpoints"]
@@ -82,21 +105,33 @@ def test_stage_measures_every_checkpoint(tiny: Path, workdir: Path):
         assert a["forgetting"] == pytest.approx(sum(v["forgetting"] for v in a["capabilities"].values()) / 5)
     assert m["arms"]["sft"]["forward_kl"] > m["arms"]["rl"]["forward_kl"]  # 4x the weight noise
     plots = workdir / "plots/forgetting"
-    assert sorted(p.name for p in plots.iterdir()) == ["checkpoints.csv", "curve-rl.csv", "curve-sft.csv"]
-    assert (plots / "curve-sft.csv").read_text().splitlines()[0].startswith("step,target_accuracy,")
-    assert len((plots / "checkpoints.csv").read_text().splitlines()) == 1 + 1 + 2 * 2
+    assert sorted(p.name for p in plots.iterdir()) == ["curves.csv"]
+    assert (plots / "curves.csv").read_text().splitlines()[0].startswith("arm,step,target_accuracy,")
+    from dcv.measurements import MeasurementTable
+
+    table = MeasurementTable.read(workdir / "measurements/models.csv")
+    assert len(table.rows) == 5 * (1 + 2 * 2)  # capabilities x (base + 2 arms x 2 checkpoints)
+    assert table.first("rl/seed-0/step-6").final and not table.first("rl/seed-0/step-3").final
+    assert table.forgetting("sft/seed-0/step-6")["mean"] == pytest.approx(m["arms"]["sft"]["forgetting"])
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dcv-test")
-    (run,) = client.search_runs([exp.experiment_id], "tags.`dcv.stage` = 'evaluate-forgetting'")
-    assert run.data.metrics["arms.sft.forgetting"] == m["arms"]["sft"]["forgetting"]
-    assert [x.value for x in client.get_metric_history(run.info.run_id, "sft/forward_kl")] == \
-        [p["forward_kl"] for p in m["arms"]["sft"]["curve"]]
+    runs = client.search_runs([exp.experiment_id], "tags.`dcv.stage` = 'evaluate-forgetting'")
+    (parent,) = [r for r in runs if "dcv.arm" not in r.data.tags]
+    assert parent.data.metrics["arms.sft.forgetting"] == m["arms"]["sft"]["forgetting"]
+    children = {r.data.tags["dcv.arm"]: r for r in runs if "dcv.arm" in r.data.tags}
+    assert set(children) == {"sft", "rl"} and all(r.info.status == "FINISHED" for r in runs)
+    for arm, child in children.items():  # the arms' curves under the same names, one run each: comparable in the UI
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        for key in ("target_accuracy", "prior_accuracy", "forward_kl"):
+            assert [x.value for x in client.get_metric_history(child.info.run_id, key)] == \
+                [p[key] for p in m["arms"][arm]["curve"]]
     # Rerun: the same bytes.
-    before = {p.name: p.read_bytes() for p in plots.iterdir()}
+    outs = [plots / "curves.csv", workdir / "measurements/models.csv"]
+    before = [p.read_bytes() for p in outs]
     assert CliRunner().invoke(app, ["stage", "evaluate-forgetting"]).exit_code == 0
-    assert before == {p.name: p.read_bytes() for p in plots.iterdir()}
+    assert before == [p.read_bytes() for p in outs]
     m2 = json.loads((workdir / "metrics/evaluate-forgetting.json").read_text())
     m.pop("wall_s"), m2.pop("wall_s")
     assert m == m2
@@ -104,13 +139,13 @@ def test_stage_measures_every_checkpoint(tiny: Path, workdir: Path):
 
 def test_missing_checkpoints_and_bad_params(tiny: Path, workdir: Path):
     _copy_project(tiny, workdir)
-    write_params(workdir / "params.yaml", {"common": {"seeds": [0, 3]}})
+    write_params(workdir / "params.yaml", {**TWO_ARMS, "common": {"arms": ["sft", "rl"], "seeds": [0, 3]}})
     r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
-    assert r.exit_code == 2 and "models/sft/seed-3: no checkpoints" in r.output, r.output
-    write_params(workdir / "params.yaml", {"forgetting": {"adaptation_fraction": 0.0}})
+    assert r.exit_code == 2 and "models/sft/seed-3/checkpoints: no step-<n> checkpoints" in r.output, r.output
+    write_params(workdir / "params.yaml", {**TWO_ARMS, "forgetting": {"adaptation_fraction": 0.0}})
     r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
     assert r.exit_code == 2 and "params.yaml: forgetting.adaptation_fraction: Input should be greater than 0" in r.output
-    write_params(workdir / "params.yaml", {"forgetting": {"lm_eval": {"enabled": True}}})
+    write_params(workdir / "params.yaml", {**TWO_ARMS, "forgetting": {"lm_eval": {"enabled": True}}})
     r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
     assert r.exit_code == 2 and "params.yaml: forgetting.lm_eval: enabled needs include_path" in r.output, r.output
     assert not (workdir / "metrics/evaluate-forgetting.json").exists() and not (workdir / "mlflow.db").exists()
@@ -121,8 +156,8 @@ def test_lm_eval_bridge_without_the_harness_is_a_one_line_error(tiny: Path, work
 
     _copy_project(tiny, workdir)
     (workdir / "tasks").mkdir()
-    write_params(workdir / "params.yaml", {"forgetting": {"lm_eval": {"enabled": True, "include_path": "tasks",
-                                                                      "tasks": ["toy_mc"]}}})
+    write_params(workdir / "params.yaml", {**TWO_ARMS, "forgetting": {"lm_eval": {"enabled": True, "include_path": "tasks",
+                                                                                   "tasks": ["toy_mc"]}}})
     monkeypatch.setattr(lm_eval_bridge, "available", lambda: False)
     r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
     assert r.exit_code == 2, r.output

@@ -26,13 +26,14 @@ def _stage(name: str):
 def chain(tmp_path_factory) -> Path:
     """Everything `report` reads: base, arms (seeds 0 and 1), evaluate-forgetting, score-dcv."""
     d = tmp_path_factory.mktemp("chain")
-    write_params(d / "params.yaml", {"common": {"seeds": [0, 1]}, "dcv": {"n_bootstrap": 100}})
+    write_params(d / "params.yaml", {"common": {"seeds": [0, 1], "arms": ["sft", "rl"]},
+                                     "dcv": {"n_bootstrap": 100, "pairs": [["sft", "rl"]]}})
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
     mp.chdir(d)
     try:
         synthetic.tiny_project(d, seeds=(0, 1))
-        synthetic.write(d, seeds=(0, 1))
+        synthetic.write(d, seeds=(0, 1), table=False)
         _stage("evaluate-forgetting")
         _stage("score-dcv")
     finally:
@@ -41,7 +42,7 @@ def chain(tmp_path_factory) -> Path:
 
 
 def _copy(src: Path, dest: Path) -> None:
-    for sub in ("metrics", "plots"):
+    for sub in ("metrics", "plots", "measurements"):
         shutil.copytree(src / sub, dest / sub, dirs_exist_ok=True)
     shutil.copy(src / "params.yaml", dest / "params.yaml")
 
@@ -56,7 +57,7 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
         assert section in text, section
     figs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
     assert {f.split("/")[1] for f in figs} == {
-        "target-accuracy.png", "prior-accuracy.png", "pareto.png", "heads-ioi.png", "heads-induction.png", "dcv.png",
+        "target-accuracy.png", "prior-accuracy.png", "pareto.png", "heads-ioi.png", "heads-induction.png", "dcv-sft-rl.png",
         "forgetting-vs-cv-and-kl.png", "forgetting-vs-dcv-paired.png"}
     for f in figs:
         assert (rep / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -72,7 +73,7 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
     assert summary["forgets_more"] == (sft > rl)
     assert ("SFT forgets more" if sft > rl else "SFT does not forget more") in text
     assert f"{sft:.3f}" in text and f"{rl:.3f}" in text
-    assert summary["dcv"]["equal_steps"]["side"] == "above"  # synthetic: SFT degrades 0.6, RL 0.15
+    assert summary["dcv"]["sft-rl"]["equal_steps"]["side"] == "above"  # synthetic: SFT degrades 0.6, RL 0.15
     assert "DCV > 0 with its 95% CI above 0 at equal steps (step 6)" in text
     lo, hi = sc["mean"]["ci95"]["low"], sc["mean"]["ci95"]["high"]
     assert f"{sc['mean']['dcv']:.3f} [{lo:.3f}, {hi:.3f}]" in text
@@ -95,7 +96,7 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
 
 def test_report_without_inputs_stops_with_one_line(workdir: Path):
     r = CliRunner().invoke(app, ["stage", "report"])
-    assert r.exit_code == 2 and "metrics/base.json: not found" in r.output and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 2 and "metrics/score-dcv.json: not found" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (workdir / "reports").exists() and not (workdir / "mlflow.db").exists()
 
 
@@ -108,10 +109,11 @@ def test_dvc_reruns_only_what_a_param_feeds(tmp_path: Path, monkeypatch):
 
     from tests.conftest import make_repo, run
 
-    repo = make_repo(tmp_path / "repo", {"common": {"seeds": [0, 1]}, "dcv": {"n_bootstrap": 50}})
+    repo = make_repo(tmp_path / "repo", {"common": {"seeds": [0, 1], "arms": ["sft", "rl"]},
+                                         "dcv": {"n_bootstrap": 50, "pairs": [["sft", "rl"]]}})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
     synthetic.tiny_project(repo, seeds=(0, 1))
-    synthetic.write(repo, seeds=(0, 1))
+    synthetic.write(repo, seeds=(0, 1), table=False)
     dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
     dvc["stages"] = {k: v for k, v in dvc["stages"].items() if k in ("score-dcv", "evaluate-forgetting", "report")}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))

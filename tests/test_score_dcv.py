@@ -14,11 +14,20 @@ from stages.cli import app
 from tests import synthetic
 from tests.conftest import write_params
 
+TWO_ARMS = {"common": {"arms": ["sft", "rl"]}, "dcv": {"pairs": [["sft", "rl"]]}}
+
+
+def _params(workdir: Path, edit: dict | None = None) -> None:
+    from tests.conftest import deep_update
+
+    write_params(workdir / "params.yaml", deep_update(json.loads(json.dumps(TWO_ARMS)), edit or {}))
+
 
 def _load(root: Path, model: str, cap: str = "ioi"):
-    from dcv.scoring.circuits import circuit_path, load_circuit
+    from dcv.layout import Layout
+    from dcv.scoring.circuits import load_circuit
 
-    return load_circuit(circuit_path(root / "circuits", model, cap))
+    return load_circuit(Layout(root).circuit_file(model, cap))
 
 
 def _stage(name: str = "score-dcv"):
@@ -178,7 +187,7 @@ def _mlflow_run(workdir: Path, stage: str):
 
 def test_stage_writes_metrics_plots_and_mlflow_and_is_deterministic(workdir: Path):
     synthetic.write(workdir)
-    write_params(workdir / "params.yaml", {"common": {"seeds": [0, 1, 2]}, "dcv": {"n_bootstrap": 200}})
+    _params(workdir, {"common": {"seeds": [0, 1, 2]}, "dcv": {"n_bootstrap": 200}})
     r = _stage()
     assert r.exit_code == 0, r.output
     m = json.loads((workdir / "metrics/score-dcv.json").read_text())
@@ -193,7 +202,7 @@ def test_stage_writes_metrics_plots_and_mlflow_and_is_deterministic(workdir: Pat
                                    "reached": True}
     assert m["equal_steps"] == {"step": 6, "common_steps": [3, 6]}
     # Levels from the curves: RL's mean tops out at 0.59 (seeds 0.6, 0.59, 0.58), the base is at 0.25.
-    lv = m["equal_accuracy"]["levels"]
+    lv = m["comparisons"]["sft-rl"]["equal_accuracy"]["levels"]
     assert [x["level"] for x in lv] == pytest.approx([0.3633, 0.4767, 0.59], abs=1e-3)
     assert lv[-1]["checkpoints"] == {"sft": {"0": 3, "1": 3, "2": 3}, "rl": {"0": 6, "1": 6, "2": 6}}
     assert ioi["equal_accuracy"]["level"] == lv[-1]["level"]
@@ -203,10 +212,15 @@ def test_stage_writes_metrics_plots_and_mlflow_and_is_deterministic(workdir: Pat
     assert s["self"] == {"dcv": 0.0, "ci95": {"low": 0.0, "high": 0.0}} and s["base_cv"] == 0.0
     assert s["ablated_cv"] == 1.0 and s["ablated_v_min"] == 1.0 and s["shuffled_arms"]["covers_zero"]
     plots = workdir / "plots/dcv"
-    assert sorted(p.name for p in plots.iterdir()) == ["by-step.csv", "checkpoints.csv", "dcv.csv", "heads"]
-    heads = json.loads((plots / "heads/ioi.json").read_text())
+    assert sorted(p.name for p in plots.iterdir()) == ["by-step.csv", "dcv.csv", "heads"]
+    heads = json.loads((plots / "heads/sft-rl/ioi.json").read_text())
     assert heads["v"]["sft"][0][0] is None and heads["v"]["sft"][1][2] == pytest.approx(ioi["heads"]["L1H2"]["v"]["sft"])
-    assert len((plots / "checkpoints.csv").read_text().splitlines()) == 1 + 2 * 3 * 2 * 2
+    from dcv.scoring.scores import CircuitScore
+    from dcv.tables import read_table
+
+    scores = read_table(workdir / "measurements/circuits.csv", CircuitScore)
+    assert len(scores) == 2 * 3 * 2 * 2  # arms x seeds x steps x capabilities
+    assert m["comparisons"]["sft-rl"]["capabilities"]["ioi"]["dcv"] == ioi["dcv"]
     # MLflow: the same values as the metrics file, and the plot data as artifacts.
     client, run = _mlflow_run(workdir, "score-dcv")
     assert run.data.metrics["capabilities.ioi.dcv"] == ioi["dcv"]
@@ -224,7 +238,7 @@ def test_stage_writes_metrics_plots_and_mlflow_and_is_deterministic(workdir: Pat
 
 def test_stage_same_models_in_both_arms_give_dcv_zero(workdir: Path):
     synthetic.write(workdir, seeds=(0,), same_arms=True)
-    write_params(workdir / "params.yaml", {"dcv": {"n_bootstrap": 100}})
+    _params(workdir, {"dcv": {"n_bootstrap": 100}})
     assert _stage().exit_code == 0
     m = json.loads((workdir / "metrics/score-dcv.json").read_text())
     assert m["mean"]["dcv"] == 0.0 and m["mean"]["ci95"] == {"low": 0.0, "high": 0.0}
@@ -233,7 +247,7 @@ def test_stage_same_models_in_both_arms_give_dcv_zero(workdir: Path):
 
 def test_faithfulness_target_changes_the_base_circuit(workdir: Path):
     synthetic.write(workdir, seeds=(0,))
-    write_params(workdir / "params.yaml", {"dcv": {"n_bootstrap": 50, "faithfulness_target": 0.9}})
+    _params(workdir, {"dcv": {"n_bootstrap": 50, "faithfulness_target": 0.9}})
     assert _stage().exit_code == 0
     m = json.loads((workdir / "metrics/score-dcv.json").read_text())
     assert m["capabilities"]["ioi"]["base_circuit"]["k"] == 3 and m["faithfulness_target"] == 0.9
@@ -246,15 +260,31 @@ def test_faithfulness_target_changes_the_base_circuit(workdir: Path):
 ])
 def test_bad_params_stop_with_one_line(workdir: Path, override, needle):
     synthetic.write(workdir, seeds=(0,))
-    write_params(workdir / "params.yaml", override)
+    _params(workdir, override)
     r = _stage()
     assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (workdir / "metrics/score-dcv.json").exists() and not (workdir / "mlflow.db").exists()
 
 
+def test_every_pair_of_arms_is_scored_and_the_first_is_the_headline(workdir: Path):
+    synthetic.write(workdir, seeds=(0, 1), degrade={"sft": 0.6, "rl": 0.15, "protect": 0.3})
+    write_params(workdir / "params.yaml", {"dcv": {"n_bootstrap": 100, "pairs": [["rl", "sft"], ["sft", "protect"]]},
+                                           "common": {"seeds": [0, 1]}})
+    assert _stage().exit_code == 0
+    m = json.loads((workdir / "metrics/score-dcv.json").read_text())
+    assert m["headline"] == "rl-sft" and set(m["comparisons"]) == {"rl-sft", "sft-protect"}
+    assert m["mean"]["dcv"] == m["comparisons"]["rl-sft"]["mean"]["dcv"] < 0  # RL degrades less: DCV(rl, sft) < 0
+    sp = m["comparisons"]["sft-protect"]["mean"]
+    assert sp["dcv"] == pytest.approx(sp["cv"]["sft"] - sp["cv"]["protect"]) and sp["dcv"] > 0
+    assert (workdir / "plots/dcv/heads/sft-protect/ioi.json").is_file()
+    _params(workdir, {"dcv": {"pairs": [["sft", "protect"]]}})  # protect is not among common.arms
+    r = _stage()
+    assert r.exit_code == 2 and "dcv.pairs: ['sft', 'protect'] names ['protect'], not in common.arms" in r.output
+
+
 def test_missing_circuits_stop_before_anything_is_written(workdir: Path):
     synthetic.write(workdir, seeds=(0,))
-    write_params(workdir / "params.yaml", {"common": {"seeds": [0, 1]}})
+    _params(workdir, {"common": {"seeds": [0, 1]}})
     r = _stage()
     assert r.exit_code == 2 and "circuits/sft/seed-1: no circuits" in r.output, r.output
     assert not (workdir / "plots").exists() and not (workdir / "mlflow.db").exists()

@@ -29,13 +29,14 @@ def test_at_least_five_capabilities_registered():
 
 
 def test_probe_instances_never_in_corpus(world, corpus):
-    sets = build_probe_sets(world, list(REGISTRY), 60, 40)
+    sets = build_probe_sets(world, list(REGISTRY), {"validation": 60, "probes": 40, "protection": 30})
     text = set(corpus)
-    for name, (val, probes) in sets.items():
-        assert len(val) == 60 and len(probes) == 40
-        ids = {(p.clean, p.corrupt) for p in val}
-        assert not ids & {(p.clean, p.corrupt) for p in probes}, name  # validation and probes disjoint
-        for p in val + probes:
+    for name, s in sets.items():
+        val, probes, prot = s["validation"], s["probes"], s["protection"]
+        assert len(val) == 60 and len(probes) == 40 and len(prot) == 30
+        ids = [{(p.clean, p.corrupt) for p in x} for x in (val, probes, prot)]
+        assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2], name  # splits disjoint
+        for p in val + probes + prot:
             full = p.clean + p.answer
             # no corpus line is, or starts with, a held-out clean prompt followed by its answer
             assert full not in text and not any(l.startswith(full + " ") for l in corpus), (name, full)
@@ -44,13 +45,20 @@ def test_probe_instances_never_in_corpus(world, corpus):
 def test_answers_are_single_tokens_and_known(world):
     words = set().union(*(c.words() for c in capabilities(world).values()))
     tok = build_tokenizer(words)
-    for name, (val, probes) in build_probe_sets(world, list(REGISTRY), 20, 20).items():
-        for p in val + probes:
+    for name, s in build_probe_sets(world, list(REGISTRY), {"validation": 20, "probes": 20}).items():
+        for p in s["validation"] + s["probes"]:
             for t in (p.answer, p.distractor):
                 ids = tok(t, add_special_tokens=False)["input_ids"]
                 assert len(ids) == 1 and ids[0] != tok.unk_token_id, (name, t)
             assert tok.unk_token_id not in tok(p.clean)["input_ids"]
             assert len(tok(p.clean)["input_ids"]) == len(tok(p.corrupt)["input_ids"]), name
+
+
+def test_a_later_split_leaves_the_earlier_ones_untouched(world):
+    a = build_probe_sets(world, ["ioi", "mcqa"], {"validation": 20, "probes": 10})
+    b = build_probe_sets(world, ["ioi", "mcqa"], {"validation": 20, "probes": 10, "protection": 15})
+    for c in a:
+        assert a[c]["validation"] == b[c]["validation"] and a[c]["probes"] == b[c]["probes"]
 
 
 def test_generation_is_deterministic(world):

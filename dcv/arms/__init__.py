@@ -1,50 +1,23 @@
-"""The fine-tuning arms (SFT and RL with TRL) and the layout of what they write.
+"""The fine-tuning arms, each a registered entry (`dcv.arms.registry`): its params schema and its trainer.
 
-Layout under an arm's directory (`models/<arm>/`), one subdirectory per seed of `common.seeds`:
+    sft      supervised fine-tuning on one fixed completion form (TRL SFTTrainer)
+    rl       GRPO with a 0/1 reward that accepts every correct form (TRL GRPOTrainer)
+    protect  SFT plus a penalty that keeps the base's circuit heads doing their base job (circuit protection)
 
-    models/<arm>/seed-<s>/checkpoints/step-<n>/   full model directories (dcv.models.save_model), every
-                                                  `save_every` optimizer steps and at the last step
-    models/<arm>/seed-<s>/final/                  the model after `max_steps`
+An arm trains only: every checkpoint it saves (`models/<arm>/seed-<s>/checkpoints/step-<n>/`, `dcv.layout`) is
+measured once, later, by stage evaluate-forgetting. Nothing in this package knows about DVC or params.yaml.
 
-Downstream stages find them with `seed_dirs`, `checkpoint_dirs` and `final_dir`. Nothing in this package knows
-about DVC or params.yaml: the stages pass configs in.
+Adding an arm is adding its module to `MODULES`: the module defines its config and calls `register`. The modules
+are imported by name, so that code which only looks an arm up does not statically depend on every arm's trainer
+(the dvc.yaml deps of an arm's stage are its own module's, see tests/test_deps.py).
 """
 
-from __future__ import annotations
+from importlib import import_module
 
-import re
-from pathlib import Path
+from dcv.arms.registry import REGISTRY, Arm, TrainJob, register
 
-ARMS = ("sft", "rl")
+MODULES = ("dcv.arms.sft", "dcv.arms.rl", "dcv.arms.protect")
+for _m in MODULES:
+    import_module(_m)
 
-
-def seed_dir(arm_dir: Path, seed: int) -> Path:
-    return Path(arm_dir) / f"seed-{seed}"
-
-
-def final_dir(arm_dir: Path, seed: int) -> Path:
-    return seed_dir(arm_dir, seed) / "final"
-
-
-def checkpoint_dir(arm_dir: Path, seed: int, step: int) -> Path:
-    return seed_dir(arm_dir, seed) / "checkpoints" / f"step-{step}"
-
-
-def seed_dirs(arm_dir: Path) -> dict[int, Path]:
-    """Seed -> directory, for every `seed-<s>` under an arm's directory."""
-    out = {}
-    for p in Path(arm_dir).glob("seed-*"):
-        m = re.fullmatch(r"seed-(\d+)", p.name)
-        if m and p.is_dir():
-            out[int(m.group(1))] = p
-    return dict(sorted(out.items()))
-
-
-def checkpoint_dirs(arm_dir: Path, seed: int) -> dict[int, Path]:
-    """Step -> checkpoint directory of one seed, in step order."""
-    out = {}
-    for p in (seed_dir(arm_dir, seed) / "checkpoints").glob("step-*"):
-        m = re.fullmatch(r"step-(\d+)", p.name)
-        if m and p.is_dir():
-            out[int(m.group(1))] = p
-    return dict(sorted(out.items()))
+__all__ = ["MODULES", "REGISTRY", "Arm", "TrainJob", "register"]

@@ -1,20 +1,19 @@
-"""Configuration of the fine-tuning arms: every TRL knob that matters, written out (no version-dependent default).
+"""What every fine-tuning arm's params section shares: optimisation, budget, checkpoints, precision, LoRA.
 
 Names follow TRL/transformers (`learning_rate`, `per_device_train_batch_size`, ...), so each key maps to the
 TrainingArguments/SFTConfig/GRPOConfig field of the same name. Precision (bf16) and gradient checkpointing are
-derived from the device unless set: both off on CPU (shared/STACK.md gotcha 4), on with CUDA.
+derived from the device unless set: both off on CPU, on with CUDA.
 
-Budgets: an optimizer step of SFT sees `per_device_train_batch_size * gradient_accumulation_steps` prompts; one of
-GRPO sees that product divided by `num_generations` (TRL counts completions in its batch sizes). `prompts_per_step`
-gives both; `stages/params.py` requires equal prompts per step, steps and checkpoint cadence unless
-`rl.match_sft_budget: false`.
+Budgets: `prompts_per_step` is what one optimizer step sees (SFT: batch x accumulation; GRPO divides by its group
+size). An arm whose `match_budget_of` names another arm must have the same prompts per step, steps and
+checkpoint steps (checked by the params schema), so the arms compare at equal budgets.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Scheduler = Literal["constant", "constant_with_warmup", "linear", "cosine"]
 
@@ -32,26 +31,15 @@ class LoraConfig(BaseModel):
         min_length=1, description="Module names that get adapters.")
 
 
-class CheckpointEvalConfig(BaseModel):
-    """What is measured at each checkpoint."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    max_new_tokens: int = Field(4, ge=1, le=512, description="Greedy tokens generated per target eval prompt.")
-    batch_size: int = Field(128, ge=1, le=4096, description="Prompts per forward pass in evaluation.")
-    kl_samples: int = Field(4, ge=1, le=1024, description="Completions sampled from the base per target eval prompt for the sampled-sequence forward KL.")
-    kl_max_new_tokens: int = Field(6, ge=1, le=4096, description="Longest sampled completion for the sampled-sequence KL (ends earlier at end-of-sequence).")
-    kl_seed: int = Field(0, ge=0, description="Seed of the base's samples (the same samples score every checkpoint).")
-
-
 class ArmConfig(BaseModel):
-    """What both arms share: optimisation, budget, checkpoints, precision, full fine-tuning or LoRA."""
+    """What every arm shares: optimisation, budget, checkpoints, precision, full fine-tuning or LoRA."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    max_steps: int = Field(400, ge=1, le=10_000_000, description="Optimizer steps.")
-    save_every: int = Field(50, ge=1, description="Steps between checkpoints (the final step is always one).")
-    save_steps: list[int] | None = Field(None, description="Explicit checkpoint steps instead of every `save_every` (e.g. log-spaced: fast early change and slow late change both get points); the final step is always one.")
+    match_budget_of: str | None = Field(None, description="Another arm whose prompts per step, max_steps and checkpoint steps this arm must equal (null: none).")
+    max_steps: int = Field(1200, ge=1, le=10_000_000, description="Optimizer steps.")
+    save_every: int = Field(200, ge=1, description="Steps between checkpoints (the final step is always one).")
+    save_steps: list[int] | None = Field(default_factory=lambda: [50, 100, 200, 400, 800, 1200], validate_default=True, description="Explicit checkpoint steps instead of every `save_every` (e.g. log-spaced: fast early change and slow late change both get points); the final step is always one.")
     learning_rate: float = Field(5.0e-4, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
     lr_scheduler_type: Scheduler = Field("constant_with_warmup", description="transformers scheduler name.")
     warmup_steps: int = Field(10, ge=0, description="Linear warmup steps.")
@@ -64,7 +52,6 @@ class ArmConfig(BaseModel):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     bf16: bool | Literal["auto"] = Field("auto", description="bf16 mixed precision; auto = on with CUDA (if supported), off on CPU.")
     gradient_checkpointing: bool | Literal["auto"] = Field("auto", description="auto = on with CUDA, off on CPU.")
-    eval: CheckpointEvalConfig = Field(default_factory=CheckpointEvalConfig)
 
     @field_validator("save_every")
     @classmethod
@@ -74,10 +61,6 @@ class ArmConfig(BaseModel):
             raise ValueError(f"larger than max_steps ({steps})")
         return v
 
-    @property
-    def prompts_per_step(self) -> int:
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps
-
     @field_validator("save_steps")
     @classmethod
     def _steps(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
@@ -85,6 +68,10 @@ class ArmConfig(BaseModel):
         if v is not None and (not v or any(x < 1 or (steps is not None and x > steps) for x in v) or len(set(v)) != len(v)):
             raise ValueError(f"must be distinct steps in 1..max_steps ({steps})")
         return v
+
+    @property
+    def prompts_per_step(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def checkpoint_steps(self) -> list[int]:
         """Steps that get a checkpoint: `save_steps` (sorted) or every `save_every`, and the last step."""
@@ -94,46 +81,12 @@ class ArmConfig(BaseModel):
         return steps if steps and steps[-1] == self.max_steps else steps + [self.max_steps]
 
 
-class SFTArmConfig(ArmConfig):
-    """Supervised fine-tuning (TRL SFTTrainer) on one fixed completion form, loss on the completion only."""
-
-    completion_form: Literal["letter", "word", "letter_word"] = Field(
-        "word", description="The one form of the gold completion SFT imitates: ' B', ' pear' or ' B ) pear'.")
-    max_length: int = Field(128, ge=8, le=65536, description="Longest tokenized prompt + completion (longer rows are truncated).")
-
-
-class RLArmConfig(ArmConfig):
-    """GRPO (TRL GRPOTrainer) with a 0/1 correctness reward that accepts every correct completion form."""
-
-    per_device_train_batch_size: int = Field(128, ge=1, le=65536, description="Completions per micro-batch (prompts x num_generations).")
-    logging_steps: int = Field(1, ge=1, description="Steps between logged training metrics (reward mean/std, loss).")
-    num_generations: int = Field(8, ge=2, le=1024, description="Completions sampled per prompt (the group).")
-    generation_batch_size: int = Field(128, ge=2, description="Completions generated at once; a multiple of num_generations and of the micro-batch.")
-    max_completion_length: int = Field(6, ge=1, le=65536, description="New tokens per sampled completion.")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
-    beta: float = Field(0.0, ge=0.0, description="KL penalty to the base (0 = no reference model, as in RL's Razor).")
-    entropy_coef: float = Field(0.0, ge=0.0, le=10.0, description="Entropy bonus on the sampled tokens (keeps the policy from collapsing onto one answer before it has learned the content).")
-    epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO-style clip range.")
-    num_iterations: int = Field(1, ge=1, le=64, description="Optimisation passes per generated batch.")
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field("dapo", description="GRPO loss aggregation.")
-    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage scaling by the reward std.")
-    mask_truncated_completions: bool = Field(False, description="Drop completions that hit max_completion_length from the loss.")
-    n_logged_completions: int = Field(16, ge=0, le=10_000, description="Sampled completions kept for the MLflow table at step 0 and at each checkpoint step.")
-    match_sft_budget: bool = Field(True, description="Require the same prompts per step, max_steps and save_every as `sft`.")
-
-    @model_validator(mode="after")
-    def _groups(self):
-        g, b = self.num_generations, self.per_device_train_batch_size
-        if (b * self.gradient_accumulation_steps) % g:
-            raise ValueError(f"per_device_train_batch_size x gradient_accumulation_steps ({b * self.gradient_accumulation_steps}) "
-                             f"must be a multiple of num_generations ({g})")
-        if self.generation_batch_size % g or self.generation_batch_size % b:
-            raise ValueError(f"generation_batch_size ({self.generation_batch_size}) must be a multiple of num_generations "
-                             f"({g}) and of per_device_train_batch_size ({b})")
-        return self
-
-    @property
-    def prompts_per_step(self) -> int:
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps // self.num_generations
+def budget_mismatch(a: ArmConfig, b: ArmConfig) -> tuple[str, str] | None:
+    """(the key of `a` to change, what differs) when the budgets of `a` and `b` differ, else None."""
+    for key, what, x, y in (("max_steps", "max_steps", a.max_steps, b.max_steps),
+                            ("save_steps", "checkpoint steps", a.checkpoint_steps(), b.checkpoint_steps()),
+                            ("per_device_train_batch_size", "prompts per optimizer step", a.prompts_per_step,
+                             b.prompts_per_step)):
+        if x != y:
+            return key, f"{what} {x} vs {y}"
+    return None

@@ -1,13 +1,10 @@
-"""Training one arm for one seed with TRL: SFTTrainer (`sft`) or GRPOTrainer (`rl`), checkpoints and their evaluation.
+"""What every arm's trainer shares: TrainingArguments fields, device flags, LoRA, checkpoint saving and the
+callback that hands checkpoints and training logs to the caller.
 
 The Trainer's own output_dir is a scratch directory the caller owns (outside any DVC out): Trainer checkpoints,
-`trainer_state.json` and `training_args.bin` hold timings and paths and never reach the outs (shared/STACK.md
-gotcha 11). Our checkpoints are written by `save_checkpoint` with `dcv.models.save_model` (weights, config,
-tokenizer, marker: deterministic bytes).
-
-Checkpoint layout of an arm, one directory per seed (see `dcv.arms.layout`):
-    <arm dir>/seed-<s>/checkpoints/step-<n>/   every `save_every` steps and at the last step
-    <arm dir>/seed-<s>/final/                  the model after `max_steps` (same bytes as the last checkpoint)
+`trainer_state.json` and `training_args.bin` hold timings and paths and must never reach the outs (DVC reruns
+downstream whenever an out's bytes change). Checkpoints are written by `save_checkpoint` with
+`dcv.models.save_model` (weights, config, tokenizer, marker: deterministic bytes).
 """
 
 from __future__ import annotations
@@ -20,9 +17,7 @@ from typing import Callable
 import torch
 from transformers import TrainerCallback
 
-from dcv.arms.config import ArmConfig, RLArmConfig, SFTArmConfig
-from dcv.arms.data import rl_records, sft_records
-from dcv.arms.rewards import correctness_reward
+from dcv.arms.config import ArmConfig
 
 LogFn = Callable[[int, dict], None]
 
@@ -126,61 +121,3 @@ class CheckpointCallback(TrainerCallback):
             if flat:
                 self.on_log_fn(state.global_step, flat)
         return control
-
-
-def train_sft(model, tok, rows: list[dict], cfg: SFTArmConfig, seed: int, device: torch.device, scratch: Path,
-              callback: CheckpointCallback):
-    """SFT on prompt-completion records in one fixed form, loss on the completion only; returns the trained model."""
-    import datasets
-    from trl import SFTConfig, SFTTrainer
-
-    datasets.disable_progress_bars()
-    args = SFTConfig(**trainer_kwargs(cfg, device, seed, scratch), completion_only_loss=True,
-                     max_length=cfg.max_length, packing=False, padding_free=False, shuffle_dataset=False,
-                     dataset_num_proc=None, loss_type="nll", assistant_only_loss=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(sft_records(rows, cfg.completion_form)),
-                         processing_class=tok, peft_config=peft_config(cfg), callbacks=[callback])
-    callback.bind(trainer)
-    trainer.train()
-    return trainer.model
-
-
-def train_rl(model, tok, rows: list[dict], cfg: RLArmConfig, seed: int, device: torch.device, scratch: Path,
-             callback: CheckpointCallback, on_samples: Callable[[list[dict]], None] | None = None):
-    """GRPO on the same prompts with the 0/1 correctness reward; returns the trained model.
-
-    `on_samples` receives up to `n_logged_completions` sampled completions (step, prompt, completion, reward) of
-    each generation batch that starts at step 0 or at a checkpoint step.
-    """
-    import datasets
-    from trl import GRPOConfig, GRPOTrainer
-
-    datasets.disable_progress_bars()
-
-    sample_steps = set(cfg.checkpoint_steps())
-
-    def correctness(prompts, completions, trainer_state=None, **kw):
-        rewards = correctness_reward(prompts, completions, **kw)
-        step = trainer_state.global_step if trainer_state is not None else 0
-        if on_samples and cfg.n_logged_completions and (step == 0 or step in sample_steps):
-            on_samples([{"step": step, "prompt": p, "completion": c, "reward": r}
-                        for p, c, r in list(zip(prompts, completions, rewards))[: cfg.n_logged_completions]])
-        return rewards
-
-    args = GRPOConfig(
-        **trainer_kwargs(cfg, device, seed, scratch),
-        num_generations=cfg.num_generations, generation_batch_size=cfg.generation_batch_size,
-        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
-        top_k=cfg.top_k, min_p=None, repetition_penalty=1.0, beta=cfg.beta, epsilon=cfg.epsilon,
-        num_iterations=cfg.num_iterations, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
-        mask_truncated_completions=cfg.mask_truncated_completions, shuffle_dataset=True, remove_unused_columns=False,
-        importance_sampling_level="token", multi_objective_aggregation="sum_then_normalize", reward_weights=None,
-        disable_dropout=False, use_vllm=False, log_completions=False, sync_ref_model=False,
-        top_entropy_quantile=1.0, entropy_coef=cfg.entropy_coef, use_adaptive_entropy=False,
-    )
-    trainer = GRPOTrainer(model=model, reward_funcs=[correctness], args=args,
-                          train_dataset=datasets.Dataset.from_list(rl_records(rows)), processing_class=tok,
-                          peft_config=peft_config(cfg), callbacks=[callback])
-    callback.bind(trainer)
-    trainer.train()
-    return trainer.model

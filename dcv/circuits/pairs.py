@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from dcv.batching import encode
 from dcv.errors import DcvError
-from dcv.probes import encode_prompts, single_token_id
+from dcv.probes import single_token_id
 
 
 @dataclass
@@ -35,8 +36,8 @@ class PairBatch:
 def pair_batches(tok, rows: list[dict], batch_size: int, where: str = "probes") -> list[PairBatch]:
     """Pairs sorted by length (least padding), `batch_size` a batch. A pair whose clean and corrupted prompts
     tokenise to different lengths is an error naming `where:<line>`."""
-    clean = encode_prompts(tok, [r["clean"] for r in rows])
-    corrupt = encode_prompts(tok, [r["corrupt"] for r in rows])
+    clean = encode(tok, [r["clean"] for r in rows])
+    corrupt = encode(tok, [r["corrupt"] for r in rows])
     for i, (a, b) in enumerate(zip(clean, corrupt)):
         if len(a) != len(b):
             raise DcvError(f"{where}:{i + 1}: clean and corrupt prompts are {len(a)} and {len(b)} tokens; "

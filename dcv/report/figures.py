@@ -7,11 +7,15 @@ from pathlib import Path
 import numpy as np
 
 DPI = 100
-_COLORS = {"sft": "#d62728", "rl": "#1f77b4", "base": "#444444"}
 
 
 def color(arm: str, i: int = 0) -> str:
-    return _COLORS.get(arm, f"C{(i + 2) % 10}")
+    """The arm's registered colour (the base: dark grey; an arm without one: matplotlib's i-th colour)."""
+    from dcv.arms import REGISTRY
+
+    if arm == "base":
+        return "#444444"
+    return (REGISTRY[arm].color if arm in REGISTRY else "") or f"C{(i + 3) % 10}"
 
 
 def _plt():
@@ -68,34 +72,24 @@ def pareto(points: dict[str, list[tuple[float, float]]], curves: dict[str, list[
 
 def heads(data: dict, path: Path) -> None:
     """v_h of each arm on the base circuit C0 and their difference (other heads grey), values written in."""
+    from dcv.plotting import head_map
+
     plt = _plt()
     arms = data["arms"]
     panels = [(f"$v_h$ {a.upper()}", data["v"][a]) for a in arms]
     panels.append((f"$v_h$ {arms[0].upper()} − {arms[1].upper()}", data["dcv"]))
-    first = np.array(panels[0][1], dtype=float)
-    n_layers, n_heads = first.shape
+    n_layers, n_heads = np.array(panels[0][1], dtype=object).shape
     cell = min(0.4, 12.0 / (n_heads * len(panels)))  # inches per head, at most ~14 inches wide in all
     fig, axes = plt.subplots(1, len(panels), figsize=(cell * n_heads * len(panels) + 1.5, cell * n_layers + 1.2),
                              squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("coolwarm").with_extremes(bad="#e6e6e6")
-    for i, (ax, (title, m)) in enumerate(zip(axes[0], panels)):
-        a = np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float)
-        im = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, vmin=-1.0, vmax=1.0, aspect="auto")
-        for l, h in data["base_circuit"]:
-            if np.isfinite(a[l, h]):
-                ax.text(h, l, f"{a[l, h]:.2f}", ha="center", va="center", fontsize=6)
-        ax.set_title(title)
-        ax.set_xlabel("head")
-        if i == 0:
-            ax.set_ylabel("layer")
-        ax.set_xticks(range(n_heads))
-        ax.set_yticks(range(n_layers))
-        ax.grid(False)
+    cells = [tuple(h) for h in data["base_circuit"]]
+    for ax, (title, m) in zip(axes[0], panels):
+        im = head_map(ax, m, title, vmax=1.0, cmap="coolwarm", annotate=cells, grey_nan=True)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.9, ticks=[-1, 0, 1])
     save(fig, path)
 
 
-def dcv_bars(rows: list[dict], path: Path) -> None:
+def dcv_bars(rows: list[dict], path: Path, ylabel: str = "DCV = CV(SFT) − CV(RL)") -> None:
     """DCV per capability (and the mean) with 95% CIs, at equal steps and at equal target accuracy."""
     plt = _plt()
     names = [r["capability"] for r in rows]
@@ -109,7 +103,7 @@ def dcv_bars(rows: list[dict], path: Path) -> None:
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=20)
-    ax.set_ylabel("DCV = CV(SFT) − CV(RL)")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     save(fig, path)
 

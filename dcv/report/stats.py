@@ -67,8 +67,8 @@ def forgetting_verdict(arms: dict, a: str, b: str) -> tuple[str, bool]:
     more = fa > fb
     head = f"{a.upper()} forgets more" if more else f"{a.upper()} does not forget more"
     return (f"{head}: the mean drop in prior-capability accuracy at the final step is {fmt(fa)} "
-            f"(± {fmt(arms[a]['forgetting_std'])} over seeds) for {a.upper()} and {fmt(fb)} "
-            f"(± {fmt(arms[b]['forgetting_std'])}) for {b.upper()}.", more)
+            f"(± {fmt(arms[a]['forgetting_sd'])} over seeds) for {a.upper()} and {fmt(fb)} "
+            f"(± {fmt(arms[b]['forgetting_sd'])}) for {b.upper()}.", more)
 
 
 def dcv_verdict(name: str, dcv: float, ci: dict, n_caps_above: int, n_caps: int, a: str, b: str) -> str:

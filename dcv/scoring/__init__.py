@@ -1,4 +1,4 @@
-"""Circuit measures of shared/DESIGN.md ("Measures") computed from the circuits JSON of stage `extract-circuits`.
+"""Circuit measures of docs/design.md ("Measures") computed from the circuits JSON of stage `extract-circuits`.
 
 - `circuits`: reading and checking `circuits/<model id>/<capability>.json` (model ids `base`, `<arm>/seed-<s>/step-<n>`);
 - `measures`: the base circuit C0, head vulnerability v_h, circuit vulnerability CV, preserved fraction P, rank

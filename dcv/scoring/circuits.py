@@ -12,23 +12,13 @@ DcvError naming the file and the key.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dcv.errors import DcvError
-
-BASE = "base"
-
-
-def model_id(arm: str, seed: int, step: int) -> str:
-    return f"{arm}/seed-{seed}/step-{step}"
-
-
-def circuit_path(circuits_dir: Path, model: str, capability: str) -> Path:
-    return Path(circuits_dir) / model / f"{capability}.json"
+from dcv.layout import BASE
 
 
 @dataclass
@@ -116,13 +106,6 @@ def load_circuit(path: Path) -> Circuit:
                    effects=effects, effects_per_pair=per_pair, abs_effects=abs_effects,
                    faithfulness=d.get("faithfulness") or {}, base_order=order, base_k=base_k, base_f=base_f,
                    cross_effects=cross_e, cross_effects_per_pair=cross_pp, path=path)
-
-
-def checkpoint_steps(circuits_dir: Path, arm: str, seed: int) -> list[int]:
-    """Steps of one arm and seed that have a circuits directory, in order."""
-    d = Path(circuits_dir) / arm / f"seed-{seed}"
-    steps = [int(m.group(1)) for p in d.glob("step-*") if p.is_dir() and (m := re.fullmatch(r"step-(\d+)", p.name))]
-    return sorted(steps)
 
 
 def capabilities(circuits_dir: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The measures of shared/DESIGN.md for one fine-tuned model Mx against the base M0 on one capability.
+"""The measures of docs/design.md for one fine-tuned model Mx against the base M0 on one capability.
 
 Notation: e0 = e_h(M0, c), ex = e_h(Mx, c) (signed mean effects over the probe pairs), C0 = the base circuit.
 
@@ -77,7 +77,7 @@ def top_heads(abs_effects: np.ndarray, k: int) -> set[tuple[int, int]]:
 
 
 def preserved_fraction(c0: BaseCircuit, x: Circuit) -> float:
-    """|C0 & C(Mx, |C0|)| / |C0|, both circuits ranked alike: by |mean e_h| (shared/DESIGN.md)."""
+    """|C0 & C(Mx, |C0|)| / |C0|, both circuits ranked alike: by |mean e_h| (docs/design.md)."""
     return len(set(c0.heads) & top_heads(np.abs(x.effects), c0.k)) / c0.k
 
 

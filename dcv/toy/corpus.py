@@ -48,17 +48,20 @@ def build_corpus(world: World, cfg: CorpusConfig) -> list[str]:
     return lines
 
 
-def build_probe_sets(world: World, names: list[str], n_validation: int, n_probes: int
-                     ) -> dict[str, tuple[list[ProbePair], list[ProbePair]]]:
-    """Per capability: (validation pairs for the base's own check, probe pairs for circuits and forgetting).
+def build_probe_sets(world: World, names: list[str], sizes: dict[str, int]) -> dict[str, dict[str, list[ProbePair]]]:
+    """Per capability, disjoint splits of held-out probe pairs (`sizes`: split name -> pairs, in drawing order,
+    e.g. validation, probes, protection).
 
-    Both are held out from the corpus and disjoint from each other. The validation draw comes first and does not
-    depend on `n_probes`, so changing the probe count leaves the validation set (and the base) untouched.
+    Every split is held out from the corpus and disjoint from the splits before it. Each split has its own random
+    stream and depends only on the splits drawn before it, so growing a later split (or adding one) leaves the
+    earlier ones, and the base trained on the validation split, untouched.
     """
     out = {}
     for name, cap in capabilities(world, names).items():
-        val = cap.heldout_pairs(random.Random(f"validation-{world.cfg.seed}-{name}"), n_validation)
-        probes = cap.heldout_pairs(random.Random(f"probes-{world.cfg.seed}-{name}"), n_probes,
-                                   exclude={k for k, _ in val})
-        out[name] = ([p for _, p in val], [p for _, p in probes])
+        taken: set[str] = set()
+        out[name] = {}
+        for split, n in sizes.items():
+            pairs = cap.heldout_pairs(random.Random(f"{split}-{world.cfg.seed}-{name}"), n, exclude=taken)
+            taken |= {k for k, _ in pairs}
+            out[name][split] = [p for _, p in pairs]
     return out

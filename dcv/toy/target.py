@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import random
 
+from dcv.answers import LETTERS
 from dcv.toy.capabilities.mcqa import EAT_Q, options_with
 from dcv.toy.mcq import mcq_prompt
-from dcv.answers import LETTERS, completion
 from dcv.toy.world import World
+
 
 def make_rows(world: World, n_train: int, n_eval: int) -> tuple[list[dict], list[dict]]:
     """Target train/eval rows (`prompt`, `answer` letter, `choices`), arrangements disjoint between splits."""

@@ -1,7 +1,7 @@
 """The toy world's word-level tokenizer: one id per word, `<bos>` prepended, built offline.
 
 Load it back with `PreTrainedTokenizerFast` (AutoTokenizer would rebuild a Qwen2 BPE tokenizer from the model
-config and silently change the ids; shared/STACK.md gotcha 1).
+config and silently change the ids; docs/stack.md gotcha 1).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class World:
         w.city_of = {e: rng.choice(w.cities) for e in w.known}
         w.food_of = {e: rng.choice(w.foods) for e in w.known}
         # A prior over answers: a word's weight as the gold option of a question nobody can answer. The order is
-        # random, so the base's guesses follow content, not a letter (DESIGN.md "Toy world").
+        # random, so the base's guesses follow content, not a letter (docs/design.md, "Toy world").
         for pool in (w.cities, w.foods):
             order = rng.sample(pool, len(pool))
             w.popularity.update({word: cfg.popularity_decay ** r for r, word in enumerate(order)})

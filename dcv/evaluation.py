@@ -1,0 +1,58 @@
+"""Measuring one model: target eval accuracy (greedy, judged by `dcv.answers`), the largest share of one letter among
+its target answers, prior-capability probes (accuracy, logit difference) and the forward KL to the base at the
+answer position and over whole sampled completions (`dcv.kl`). Stage evaluate-forgetting calls it once per model
+and writes the results as rows of `dcv.measurements`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MeasureConfig(BaseModel):
+    """How every model is measured (greedy target answers, forward KL samples, batch size)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_new_tokens: int = Field(4, ge=1, le=4096, description="Greedy tokens generated per target eval prompt.")
+    batch_size: int = Field(128, ge=1, le=65536, description="Prompts per forward pass.")
+    kl_samples: int = Field(4, ge=1, le=1024, description="Completions sampled from the base per target eval prompt for the sampled-sequence forward KL.")
+    kl_max_new_tokens: int = Field(6, ge=1, le=4096, description="Longest sampled completion for the sampled-sequence KL (ends earlier at end-of-sequence).")
+    kl_seed: int = Field(0, ge=0, description="Seed of the base's samples (the same samples score every model).")
+
+
+class ModelEvaluator:
+    """Holds the probe sets, the target eval rows and the base's answer distributions; `measure(model)` gives
+    one model's figures. Built on the base model (the reference of both KLs)."""
+
+    def __init__(self, base_model, tok, target_eval: list[dict], probe_sets: dict[str, list[dict]], cfg,
+                 probe_where: dict[str, str] | None = None):
+        from dcv.kl import answer_logprobs, completion_logprobs, sample_completions
+
+        self.tok, self.target_eval, self.probe_sets, self.cfg = tok, target_eval, probe_sets, cfg
+        self.where = probe_where or {c: c for c in probe_sets}
+        self.prompts = [r["prompt"] for r in target_eval]
+        self.base_logprobs = answer_logprobs(base_model, tok, self.prompts, cfg.batch_size)
+        self.samples = sample_completions(base_model, tok, self.prompts, cfg.kl_samples, cfg.kl_max_new_tokens,
+                                          cfg.kl_seed, batch_size=cfg.batch_size)
+        self.base_seq_logprobs = completion_logprobs(base_model, self.samples, cfg.batch_size)
+
+    def measure(self, model) -> dict:
+        import torch
+
+        with torch.no_grad():
+            return self._measure(model)
+
+    def _measure(self, model) -> dict:
+        from dcv.kl import answer_logprobs, completion_logprobs, forward_kl, sequence_kl
+        from dcv.probes import evaluate_probes
+        from dcv.target_eval import greedy_completions, score_target
+
+        comps = greedy_completions(model, self.tok, self.prompts, self.cfg.max_new_tokens, self.cfg.batch_size)
+        target = score_target(self.target_eval, comps)
+        letters = {k: v for k, v in target["letter_distribution"].items() if k != "none"}
+        caps = {c: evaluate_probes(model, self.tok, rows, where=self.where[c], batch_size=self.cfg.batch_size)
+                for c, rows in sorted(self.probe_sets.items())}
+        kl = forward_kl(self.base_logprobs, answer_logprobs(model, self.tok, self.prompts, self.cfg.batch_size))
+        kl_seq = sequence_kl(self.base_seq_logprobs, completion_logprobs(model, self.samples, self.cfg.batch_size))
+        return {"target_accuracy": target["accuracy"], "target_top_letter": max(letters.values()) if letters else None,
+                "capabilities": caps, "forward_kl": kl, "forward_kl_seq": kl_seq}

@@ -1,0 +1,129 @@
+"""The measurement of every model, once: one typed table that every later computation reads.
+
+Stage `evaluate-forgetting` loads the base and every checkpoint of every arm and seed once, measures it with
+`dcv.evaluation.ModelEvaluator`, and writes one `Measurement` row per model and capability
+(`measurements/models.csv`). Score-dcv
+(the equal-accuracy choice), the forgetting summaries and the report read that table through `MeasurementTable`;
+nothing measures a checkpoint a second time.
+
+Per model (repeated on each of its rows): target eval accuracy (greedy, judged by `dcv.answers`), the largest
+share of one letter among its target answers (a collapse diagnostic), the forward KL E_x KL(pi0 || pi) at the
+answer position (`forward_kl`, exact) and over whole completions (`forward_kl_seq`, sampled: `dcv.kl`).
+Per capability: top-1 accuracy and mean logit difference on its probes. Benchmarks of lm-evaluation-harness are
+rows too, with capability `lm_eval/<task>/<metric>` and the score as `accuracy` (no logit difference).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from dcv.errors import DcvError
+from dcv.layout import BASE, ModelRef
+from dcv.tables import read_table, write_table
+
+LM_EVAL = "lm_eval/"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model on one capability (or benchmark)."""
+
+    model: str  # `base` or `<arm>/seed-<s>/step-<n>`
+    arm: str  # `base` for the base
+    seed: int | None
+    step: int  # 0 for the base
+    final: bool  # the last checkpoint of its seed
+    capability: str  # a prior capability, or `lm_eval/<task>/<metric>`
+    accuracy: float
+    logit_diff: float | None
+    target_accuracy: float
+    target_top_letter: float | None  # the largest share of one letter among the target answers
+    forward_kl: float
+    forward_kl_seq: float
+
+    @property
+    def is_prior(self) -> bool:
+        return not self.capability.startswith(LM_EVAL)
+
+
+def rows_for(ref: ModelRef, m: dict) -> list[Measurement]:
+    """Table rows of one model from `dcv.evaluation.ModelEvaluator`'s result (and lm-eval scores under `m["lm_eval"]`)."""
+    common = dict(model=ref.id, arm=ref.arm, seed=ref.seed, step=ref.step, final=ref.final,
+                  target_accuracy=m["target_accuracy"], target_top_letter=m["target_top_letter"],
+                  forward_kl=m["forward_kl"], forward_kl_seq=m["forward_kl_seq"])
+    rows = [Measurement(capability=c, accuracy=v["accuracy"], logit_diff=v["logit_diff"], **common)
+            for c, v in sorted(m["capabilities"].items())]
+    for task, scores in sorted(m.get("lm_eval", {}).items()):
+        rows += [Measurement(capability=f"{LM_EVAL}{task}/{metric}", accuracy=float(v), logit_diff=None, **common)
+                 for metric, v in sorted(scores.items())]
+    return rows
+
+
+class MeasurementTable:
+    """Queries over the rows of `measurements/models.csv`."""
+
+    def __init__(self, rows: list[Measurement], path: Path | str = "measurements"):
+        self.rows, self.path = rows, Path(path)
+        self.by_model: dict[str, dict[str, Measurement]] = {}
+        for r in rows:
+            self.by_model.setdefault(r.model, {})[r.capability] = r
+        if BASE not in self.by_model:
+            raise DcvError(f"{self.path}: no rows of the base model")
+
+    @classmethod
+    def read(cls, path: Path) -> "MeasurementTable":
+        return cls(read_table(path, Measurement), path)
+
+    def write(self, path: Path) -> None:
+        write_table(path, self.rows, Measurement)
+
+    def model(self, mid: str) -> dict[str, Measurement]:
+        if mid not in self.by_model:
+            raise DcvError(f"{self.path}: no rows of model {mid}")
+        return self.by_model[mid]
+
+    def first(self, mid: str) -> Measurement:
+        """Any row of a model (its model-level columns)."""
+        return next(iter(self.model(mid).values()))
+
+    @property
+    def capabilities(self) -> list[str]:
+        """The prior capabilities measured on the base, in name order."""
+        return sorted(c for c, r in self.model(BASE).items() if r.is_prior)
+
+    def arms(self) -> list[str]:
+        return sorted({r.arm for r in self.rows if r.arm != BASE})
+
+    def seeds(self, arm: str) -> list[int]:
+        return sorted({r.seed for r in self.rows if r.arm == arm})
+
+    def steps(self, arm: str, seed: int) -> list[int]:
+        """Checkpoint steps of one arm and seed (the base, step 0, not included)."""
+        return sorted({r.step for r in self.rows if r.arm == arm and r.seed == seed})
+
+    def checkpoint(self, arm: str, seed: int, step: int) -> str:
+        """Model id at (arm, seed, step); step 0 is the base."""
+        if step == 0:
+            return BASE
+        mid = f"{arm}/seed-{seed}/step-{step}"
+        self.model(mid)
+        return mid
+
+    def prior_accuracy(self, mid: str) -> float:
+        """Mean top-1 accuracy over the prior capabilities."""
+        m = self.model(mid)
+        return statistics.fmean(m[c].accuracy for c in self.capabilities)
+
+    def forgetting(self, mid: str) -> dict[str, float]:
+        """accuracy(M0) - accuracy(Mx) per prior capability, and their mean (`mean`)."""
+        base, m = self.model(BASE), self.model(mid)
+        per = {c: base[c].accuracy - m[c].accuracy for c in self.capabilities}
+        return {"mean": statistics.fmean(per.values()), **per}
+
+    def target_curve(self, arm: str, seed: int) -> dict[int, float]:
+        """step -> target accuracy of one arm and seed, step 0 = the base."""
+        out = {0: self.first(BASE).target_accuracy}
+        out.update({st: self.first(self.checkpoint(arm, seed, st)).target_accuracy for st in self.steps(arm, seed)})
+        return out
