@@ -368,7 +368,7 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
 
 
 @pytest.mark.parametrize("edit, needle", [
-    ({"method": "exakt"}, "params.yaml: circuits.method: Input should be 'exact', 'eap' or 'eap-ig'"),
+    ({"method": "exakt"}, "params.yaml: circuits.method: Input should be 'exact', 'eap', 'eap-ig' or 'dbm'"),
     ({"faithfulness_sizes": 1}, "params.yaml: circuits.faithfulness_sizes: must be 'all' or an integer >= 2"),
     ({"validate": "yes"}, "params.yaml: circuits.validate: Input should be a valid boolean"),
     ({"batch_size": 0}, "params.yaml: circuits.batch_size: Input should be greater than or equal to 1"),

@@ -1,5 +1,5 @@
 """Attention-head circuits of any Hugging Face decoder whose attention ends in `self_attn.o_proj` (shared/DESIGN.md,
-"Measures"): per-head hooks, head scores by registered methods (`exact` / `eap` / `eap-ig`) behind one interface,
+"Measures"): per-head hooks, head scores by registered methods (`exact` / `eap` / `eap-ig` / `dbm`) behind one interface,
 circuits and their faithfulness, cross-model head patching, heatmaps. Torch only; nothing here knows of DVC or
 params.yaml.
 
@@ -7,6 +7,7 @@ params.yaml.
     pairs         probe pairs as right-padded batches (answer at each row's last real token)
     patching      the metric, clean/corrupted runs (cached once), many interventions stacked in one forward
     effects       exact, eap, eap-ig: per-pair head effects, and HeadEffects
+    dbm           Differentiable Binary Masking: a learnt mask per head and its binary circuit (HeadMask)
     methods       the registry of methods (name, function, knobs bound from the config, what it returns and may be
                   used for); bind(name, config)(model, batches) and head_effects(model, batches, method, ...)
     faithfulness  mean ablation, F(C_k | M) over circuit sizes, its area (cpr), smallest_k
@@ -22,7 +23,7 @@ The names below are imported on first use, so `dcv.circuits.config` loads withou
 from importlib import import_module
 
 _EXPORTS = {"METHODS": "methods", "REGISTRY": "methods", "bind": "methods", "head_effects": "methods",
-            "HeadEffects": "effects", "smallest_k": "faithfulness",
+            "HeadEffects": "effects", "HeadMask": "dbm", "smallest_k": "faithfulness",
             "HeadSites": "hooks", "find_heads": "hooks", "PairBatch": "pairs", "pair_batches": "pairs"}
 __all__ = sorted(_EXPORTS)
 

@@ -1,6 +1,11 @@
 """One model on one capability: head effects, faithfulness curves and cross-model effects as the record that stage
 `extract-circuits` writes to `circuits/<model>/<capability>.json` (shared/DESIGN.md fixes its keys), and the
-validation of the registered methods against the reference (`exact`)."""
+validation of the registered methods against the reference (`exact`).
+
+A method without per-pair effects (`dbm`, a learnt head mask) writes `effects`, `abs_effects` and
+`effects_per_pair` as null and a `mask` block instead: `values` (final masks [layer, head], 1 = needed), `logits`,
+`circuit` (heads with mask > 0.5, [[layer, head], ...]), `size`, `f` (F of that circuit), `nll_circuit`, `knobs` and
+the per-step `curve`; its faithfulness curve ranks heads by mask logit."""
 
 from __future__ import annotations
 

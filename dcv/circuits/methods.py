@@ -4,7 +4,7 @@ Callers bind a method once from the config and never test its name; adding a met
 its knobs to `CircuitsConfig`, whose `method` names the entries: a test keeps the two equal).
 
     bound = bind("eap-ig", config)           # or bind("eap-ig", eap_ig_steps=3): fields of CircuitsConfig
-    result = bound(model, batches)           # HeadEffects; `probed=` reuses cached clean/corrupted runs
+    result = bound(model, batches)           # HeadEffects (dbm: HeadMask); `probed=` reuses cached runs
     bound.steps, bound.method.reference, bound.method.magnitudes
 """
 
@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 from dcv.circuits.config import CircuitsConfig
+from dcv.circuits.dbm import HeadMask, dbm
 from dcv.circuits.effects import HeadEffects, attribution_from_scratch, eap, eap_ig, exact
 from dcv.circuits.pairs import PairBatch
 from dcv.circuits.patching import ProbedModel, probe_model
@@ -56,8 +57,8 @@ class BoundMethod:
 
     @property
     def steps(self) -> int | None:
-        """The `steps` knob of the method (eap-ig's gradient points), None for a method without one; the circuits
-        JSON's `steps`."""
+        """The `steps` knob of the method (eap-ig's gradient points, dbm's optimisation steps), None for a method
+        without one; the circuits JSON's `steps`."""
         return self.knobs.get("steps")
 
     def __call__(self, model, batches: list[PairBatch], probed: ProbedModel | None = None):
@@ -77,6 +78,8 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("eap", eap, validate=True, from_scratch=partial(attribution_from_scratch, steps=1, chunk=1)),
     Method("eap-ig", eap_ig, {"steps": "eap_ig_steps", "chunk": "heads_per_forward"}, validate=True,
            from_scratch=attribution_from_scratch),
+    Method("dbm", dbm, {"steps": "dbm_steps", "lr": "dbm_lr", "sparsity": "dbm_lambda", "t_start": "dbm_temperature_start",
+                        "t_end": "dbm_temperature_end", "init": "dbm_init"}, returns=HeadMask),
 )}
 METHODS = tuple(REGISTRY)
 
