@@ -7,16 +7,17 @@ import numpy as np
 
 
 def head_map(ax, values, title: str, vmax: float | None = None, cmap: str = "RdBu", annotate=(),
-             grey_nan: bool = False):
-    """Draw `values` [layer, head] on `ax` (None/NaN cells grey when `grey_nan`), colours symmetric about 0 up to
-    `vmax` (default: the largest |value|); write the value into each (layer, head) cell of `annotate`."""
+             grey_nan: bool = False, vmin: float | None = None):
+    """Draw `values` [layer, head] on `ax` (None/NaN cells grey when `grey_nan`), colours from `vmin` (default
+    -vmax: symmetric about 0) to `vmax` (default: the largest |value|); write the value into each (layer, head)
+    cell of `annotate`."""
     import matplotlib
 
     a = np.array([[np.nan if v is None else v for v in row] for row in np.asarray(values, dtype=object)], dtype=float)
     L, H = a.shape
     vmax = vmax if vmax is not None else (float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0) or 1.0
     cm = matplotlib.colormaps[cmap].with_extremes(bad="#e6e6e6") if grey_nan else matplotlib.colormaps[cmap]
-    im = ax.imshow(np.ma.masked_invalid(a), cmap=cm, vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(a), cmap=cm, vmin=-vmax if vmin is None else vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     for l, h in annotate:
         if np.isfinite(a[l, h]):
             ax.text(h, l, f"{a[l, h]:.2f}", ha="center", va="center", fontsize=6)

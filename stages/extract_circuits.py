@@ -60,13 +60,13 @@ def encode(tok, caps: dict[str, list[dict]], batch_size: int, where: dict[str, s
 
 
 def write_circuit(out: Path, entry: ModelRef, cap: str, record: dict, root: Path) -> Path:
-    from dcv.circuits.heatmap import heatmap_png
+    from dcv.circuits.heatmap import record_png
 
     model_dir = entry.dir.relative_to(root) if entry.dir.is_relative_to(root) else entry.dir
     rec = {"model": entry.id, "model_dir": str(model_dir), "capability": cap, "final": entry.final, **record}
     path = out / entry.id / f"{cap}.json"
     io.write_json(path, rec)
-    io.write_bytes(path.with_suffix(".png"), heatmap_png(record["effects"], f"{entry.id} | {cap} | {record['method']}"))
+    io.write_bytes(path.with_suffix(".png"), record_png(record, f"{entry.id} | {cap} | {record['method']}"))
     return path
 
 
@@ -77,14 +77,15 @@ def _load(ctx: StageContext, directory: Path):
 
 
 def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef]) -> dict:
-    from dcv.circuits.effects import head_effects
     from dcv.circuits.extract import BaseReference, extract, k_at, rounded, validate_methods
+    from dcv.circuits.methods import bind, reference
 
     t0 = time.perf_counter()
     p, common = ctx.params.circuits, ctx.params.common
     seed_everything(common.seeds[0], common.torch_threads)
     where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
-    kw = {"method": p.method, "steps": p.eap_ig_steps, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
+    method = bind(p.method, p)
+    kw = {"method": method, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
     refs: dict[str, BaseReference] = {}
     per_cap: dict[str, dict] = {}
     with io.atomic_dir(ctx.layout.circuits) as out:
@@ -103,9 +104,8 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef]) 
                     per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
                                     "cpr": x.record["faithfulness"]["cpr"], "seconds": round(time.perf_counter() - t_cap, 3)}
                     if p.validate_methods:
-                        ref = x.effects if p.method == "exact" else head_effects(model, b, "exact", probed=x.probed,
-                                                                                 heads_per_forward=p.heads_per_forward)
-                        per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p.eap_ig_steps, p.heads_per_forward))
+                        ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
+                        per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
                 else:
                     bc = x.record["base_circuit"]
                     k80 = per_cap[cap]["k80"]
@@ -119,7 +119,7 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef]) 
         index = {e.id: {"model_dir": ctx.layout.rel(e.dir), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}
         io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index})
-    metrics = {"method": p.method, "steps": p.eap_ig_steps if p.method == "eap-ig" else None, "n_models": len(models),
+    metrics = {"method": p.method, "steps": method.steps, "n_models": len(models),
                "capabilities": per_cap}
     return ctx.finish(metrics, t0, ctx.layout.metrics("extract-circuits"), [(ctx.layout.circuits, "circuits")])
 
@@ -205,10 +205,11 @@ def plan_by_hand(root: Path, batch_size: int, model_ref: str, capabilities: list
 
 def run_by_hand(ctx: StageContext, plan: ByHand, out_dir: Path) -> list[Path]:
     from dcv.circuits.extract import BaseReference, extract, k_at
+    from dcv.circuits.methods import bind
 
     p = ctx.params.circuits
     seed_everything(ctx.params.common.seeds[0], ctx.params.common.torch_threads)
-    kw = {"method": p.method, "steps": p.eap_ig_steps, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
+    kw = {"method": bind(p.method, p), "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
     refs = {}
     if plan.base_dir is not None:
         base, btok = _load(ctx, plan.base_dir)

@@ -215,6 +215,42 @@ def test_cross_model_patching_of_a_model_into_itself_changes_nothing():
     assert len(r["cross_model"]["effects_per_pair"]) == len(rows) and r["cross_model"]["effects"] != r["effects"]
 
 
+def test_methods_are_registry_entries_bound_once_from_the_config():
+    """The params' method names are the registry's; knobs come from CircuitsConfig fields (validated as params are);
+    a new entry runs through extract and the validation without any caller knowing its name."""
+    from typing import get_args
+
+    from dcv.circuits import pair_batches
+    from dcv.circuits.config import CircuitsConfig, Method as MethodName
+    from dcv.circuits.effects import exact
+    from dcv.circuits.extract import extract, validate_methods
+    from dcv.circuits.methods import REGISTRY, Method, bind, reference
+
+    assert set(get_args(MethodName)) == set(REGISTRY)
+    cfg = CircuitsConfig.model_validate({"eap_ig_steps": 3, "heads_per_forward": 7})
+    assert bind("eap-ig", cfg).knobs == {"steps": 3, "chunk": 7} and bind("eap-ig", cfg).steps == 3
+    assert bind("exact", cfg).knobs == {"heads_per_forward": 7} and bind("exact", cfg).steps is None
+    assert bind("eap", cfg).steps is None and reference(cfg).name == "exact"
+    with pytest.raises(ValueError, match="eap_ig_steps"):
+        bind("eap-ig", eap_ig_steps=0)
+    with pytest.raises(ValueError, match="unknown method 'exakt'"):
+        bind("exakt")
+
+    model, rows = _one_head_model(1, 2), _rows()
+    batches = pair_batches(_tok(), rows, batch_size=4)
+    flipped = Method("flipped", lambda p, heads_per_forward: -exact(p, heads_per_forward),
+                     {"heads_per_forward": "heads_per_forward"}, validate=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(REGISTRY, "flipped", flipped)
+        x = extract(model, batches, bind("flipped", cfg), heads_per_forward=5)
+        ref = extract(model, batches, bind("exact", cfg), heads_per_forward=5)
+        v = validate_methods(x.probed, ref.effects, 1, cfg)
+    assert x.record["method"] == "flipped" and x.record["steps"] is None
+    assert x.record["effects"] == [[-e for e in row] for row in ref.record["effects"]]
+    assert x.record["faithfulness"] == ref.record["faithfulness"]  # the same |e| ranking
+    assert v["rho_flipped_vs_exact"] == pytest.approx(-1.0, abs=1e-3) and {"rho_eap_vs_exact", "seconds_eap_ig"} <= set(v)
+
+
 def test_rank_and_curve_helpers():
     from dcv.circuits.faithfulness import area, circuit_sizes, smallest_k
     from dcv.circuits.rank import magnitude_ratio, spearman, topk_overlap
@@ -333,7 +369,7 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
 
 
 @pytest.mark.parametrize("edit, needle", [
-    ({"method": "exakt"}, "params.yaml: circuits.method: Input should be 'exact', 'eap' or 'eap-ig'"),
+    ({"method": "exakt"}, "params.yaml: circuits.method: Input should be 'exact', 'eap', 'eap-ig' or 'dbm'"),
     ({"faithfulness_sizes": 1}, "params.yaml: circuits.faithfulness_sizes: must be 'all' or an integer >= 2"),
     ({"validate": "yes"}, "params.yaml: circuits.validate: Input should be a valid boolean"),
     ({"batch_size": 0}, "params.yaml: circuits.batch_size: Input should be greater than or equal to 1"),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Method = Literal["exact", "eap", "eap-ig"]
+Method = Literal["exact", "eap", "eap-ig", "dbm"]  # the entries of dcv.circuits.methods.REGISTRY (a test keeps them equal)
 
 
 class CircuitsConfig(BaseModel):
@@ -17,8 +17,20 @@ class CircuitsConfig(BaseModel):
                               serialize_by_alias=True)
 
     method: Method = Field("exact", description="exact: one patched forward per head (the reference, affordable on "
-                           "small models); eap: gradient estimate, 2 forwards + 1 backward; eap-ig: eap averaged over steps.")
+                           "small models); eap: gradient estimate, 2 forwards + 1 backward; eap-ig: eap averaged over "
+                           "steps; dbm: a learnt binary head mask (Differentiable Binary Masking), no per-pair effects.")
     eap_ig_steps: int = Field(5, ge=1, le=1000, description="Points between corrupted and clean input for eap-ig.")
+    dbm_steps: int = Field(200, ge=1, le=100_000, description="dbm: optimisation steps (full batch: one forward and "
+                           "backward per probe batch each).")
+    dbm_lr: float = Field(0.1, gt=0, le=100, description="dbm: Adam learning rate of the mask logits.")
+    dbm_lambda: float = Field(0.01, ge=0, le=1000, description="dbm: sparsity weight per head (loss = mean -log "
+                              "p(answer) + lambda * sum of masks): a head lowering the NLL by less is dropped.")
+    dbm_temperature_start: float = Field(1.0, gt=0, le=1000, description="dbm: temperature T of m = sigmoid(logit / T) "
+                                         "at the first step.")
+    dbm_temperature_end: float = Field(0.01, gt=0, le=1000, description="dbm: T at the last step (annealed "
+                                       "geometrically); small: masks end near 0 or 1.")
+    dbm_init: float = Field(1.0, ge=-100, le=100, description="dbm: initial logit of every head (> 0: every head "
+                            "kept at the start).")
     batch_size: int = Field(64, ge=1, le=100_000, description="Probe pairs per batch.")
     heads_per_forward: int = Field(32, ge=1, le=100_000, description="Interventions (patched heads, circuit sizes, "
                                    "eap-ig steps) stacked into one forward: rows = batch_size x this.")
@@ -27,6 +39,12 @@ class CircuitsConfig(BaseModel):
     validate_methods: bool = Field(True, alias="validate", description="On the base, also run eap and eap-ig and "
                                    "compare them with exact (rank correlation, top-k overlap, magnitude ratio).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
+
+    @model_validator(mode="after")
+    def _annealing(self):
+        if self.dbm_temperature_end > self.dbm_temperature_start:
+            raise ValueError("dbm_temperature_end must not exceed dbm_temperature_start (the temperature anneals down)")
+        return self
 
     @field_validator("faithfulness_sizes", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
 """Head effects e_h = m(clean input, a_h replaced by its corrupted-input value) - m(clean), per pair, by three
-interchangeable methods with one signature (shared/DESIGN.md, "Measures"):
+methods (registered in `dcv.circuits.methods`; shared/DESIGN.md, "Measures"):
 
 - `exact`: the patched forward itself. Corrupted activations are cached once; `heads_per_forward` heads are
   patched in one forward by stacking the clean batch, one copy per head.
@@ -13,18 +13,15 @@ Important heads usually have negative effects (corrupting them lowers m).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
+from dcv.circuits.faithfulness import head_order
 from dcv.circuits.hooks import HeadSites, find_heads, head_hooks
 from dcv.circuits.pairs import PairBatch
-from dcv.circuits.patching import (PairRun, ProbedModel, capture, metric, model_device, one_hot_heads,
-                                   patched_metric, probe_model)
-
-METHODS = ("exact", "eap", "eap-ig")
+from dcv.circuits.patching import (PairRun, ProbedModel, capture, frozen, metric, model_device, one_hot_heads,
+                                   patched_metric)
 
 
 @dataclass
@@ -37,6 +34,12 @@ class HeadEffects:
     m_clean: torch.Tensor  # [pair]
     m_corrupt: torch.Tensor  # [pair]
 
+    @classmethod
+    def build(cls, bound, p: ProbedModel, per_pair: torch.Tensor) -> "HeadEffects":
+        """The result of a bound method (dcv.circuits.methods) whose function gave `per_pair` on the runs of `p`."""
+        return cls(bound.name, bound.steps, per_pair, p.gather([r.m_clean for r in p.runs]),
+                   p.gather([r.m_corrupt for r in p.runs]))
+
     @property
     def mean(self) -> torch.Tensor:
         """Signed effects, mean over pairs [layer, head]."""
@@ -47,28 +50,33 @@ class HeadEffects:
         """Mean over pairs of |e_h| [layer, head]."""
         return self.per_pair.abs().mean(0)
 
+    @property
+    def scores(self) -> torch.Tensor:
+        """What a head scores [layer, head]: its signed mean effect (rank by |score|)."""
+        return self.mean
 
-def exact(p: ProbedModel, steps: int, heads_per_forward: int) -> torch.Tensor:
+    @property
+    def circuit(self) -> list[tuple[int, int]] | None:
+        """None: effects choose no circuit of their own (the faithfulness curve's size k does)."""
+        return None
+
+    def order(self) -> list[tuple[int, int]]:
+        """Heads (layer, head) by |mean e_h| descending; ties in (layer, head) order."""
+        return head_order(self.mean)
+
+    def record_fields(self, circuit_f: float | None = None) -> dict:
+        """The circuits JSON keys this result fills (unrounded): signed mean, mean |e| and per-pair effects."""
+        return {"effects": self.mean, "abs_effects": self.abs_mean, "effects_per_pair": self.per_pair}
+
+
+def exact(p: ProbedModel, heads_per_forward: int) -> torch.Tensor:
+    """Per-pair effects [pair, layer, head] by patched forwards, `heads_per_forward` heads stacked in one."""
     choice = one_hot_heads(p.shape)  # one intervention per head: its corrupted activation
     per_batch = []
     for run in p.runs:
         m = patched_metric(p.model, p.sites, run.batch, [run.corrupt_z], choice, heads_per_forward)  # [L*H, batch]
         per_batch.append((m - run.m_clean[None]).T.reshape(len(run.batch), *p.shape))
     return p.gather(per_batch)
-
-
-@contextlib.contextmanager
-def _frozen(model) -> Iterator[None]:
-    """Parameters without grad while open (restored after): the passes need dm/dz only, and autograd then keeps no
-    inputs for weight gradients (about 20% of an `eap` pass on CPU)."""
-    flags = [(q, q.requires_grad) for q in model.parameters()]
-    for q, _ in flags:
-        q.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for q, f in flags:
-            q.requires_grad_(f)
 
 
 def _ig_pass(p_model, sites: HeadSites, b: PairBatch, alphas: torch.Tensor, chunk: int):
@@ -96,7 +104,7 @@ def _ig_pass(p_model, sites: HeadSites, b: PairBatch, alphas: torch.Tensor, chun
             zs[layer] = z
             return z  # the tensor o_proj consumes, so the gradient is taken at it
 
-        with torch.enable_grad(), _frozen(p_model), head_hooks(sites, keep):
+        with torch.enable_grad(), frozen(p_model), head_hooks(sites, keep):
             m = metric(p_model, None, b.mask.repeat(A, 1), b.last.repeat(A), b.answer.repeat(A),
                        b.distractor.repeat(A), embeds=x)
             grads = torch.autograd.grad(m.sum(), zs)
@@ -146,32 +154,11 @@ def attribution_from_scratch(model, batches: list[PairBatch], steps: int, chunk:
     return p, p.gather(per_batch)
 
 
-def eap(p: ProbedModel, steps: int, heads_per_forward: int) -> torch.Tensor:
+def eap(p: ProbedModel) -> torch.Tensor:
+    """Per-pair effects [pair, layer, head] by one gradient at the clean input (given the cached runs)."""
     return _attribution(p, 1, 1)
 
 
-def eap_ig(p: ProbedModel, steps: int, heads_per_forward: int) -> torch.Tensor:
-    return _attribution(p, steps, max(1, heads_per_forward))
-
-
-REGISTRY: dict[str, Callable[[ProbedModel, int, int], torch.Tensor]] = {"exact": exact, "eap": eap, "eap-ig": eap_ig}
-
-
-def head_effects(model, batches: list[PairBatch], method: str = "exact", steps: int = 5, heads_per_forward: int = 32,
-                 probed: ProbedModel | None = None) -> HeadEffects:
-    """Head effects of every head of `model` on the probe pairs of `batches` by `method` (one of METHODS).
-
-    `probed` reuses the clean and corrupted runs of an earlier call on the same model and batches.
-    """
-    if method not in REGISTRY:
-        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
-    if steps < 1 or heads_per_forward < 1:
-        raise ValueError("steps and heads_per_forward must be >= 1")
-    if probed is None and method in ("eap", "eap-ig"):
-        p, per_pair = attribution_from_scratch(model, batches, steps if method == "eap-ig" else 1, heads_per_forward)
-    else:
-        p = probed or probe_model(model, batches)
-        per_pair = REGISTRY[method](p, steps, heads_per_forward)
-    m_clean = p.gather([r.m_clean for r in p.runs])
-    m_corrupt = p.gather([r.m_corrupt for r in p.runs])
-    return HeadEffects(method, steps if method == "eap-ig" else None, per_pair, m_clean, m_corrupt)
+def eap_ig(p: ProbedModel, steps: int, chunk: int) -> torch.Tensor:
+    """Per-pair effects [pair, layer, head] by `steps` gradients, `chunk` of them stacked per forward."""
+    return _attribution(p, steps, max(1, chunk))

@@ -1,6 +1,11 @@
 """One model on one capability: head effects, faithfulness curves and cross-model effects as the record that stage
 `extract-circuits` writes to `circuits/<model>/<capability>.json` (shared/DESIGN.md fixes its keys), and the
-validation of the gradient methods against `exact`."""
+validation of the registered methods against the reference (`exact`).
+
+A method without per-pair effects (`dbm`, a learnt head mask) writes `effects`, `abs_effects` and
+`effects_per_pair` as null and a `mask` block instead: `values` (final masks [layer, head], 1 = needed), `logits`,
+`circuit` (heads with mask > 0.5, [[layer, head], ...]), `size`, `f` (F of that circuit), `nll_circuit`, `knobs` and
+the per-step `curve`; its faithfulness curve ranks heads by mask logit."""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from dcv.circuits.config import CircuitsConfig
 from dcv.circuits.cross_model import cross_model_effects
-from dcv.circuits.effects import HeadEffects, head_effects
-from dcv.circuits.faithfulness import Curve, circuit_sizes, faithfulness_curve, head_means, head_order, smallest_k
+from dcv.circuits.effects import HeadEffects
+from dcv.circuits.faithfulness import Curve, circuit_sizes, faithfulness_curve, head_means, smallest_k
+from dcv.circuits.methods import BoundMethod, bind, validated
 from dcv.circuits.pairs import PairBatch
 from dcv.circuits.patching import ProbedModel, probe_model
 from dcv.circuits.rank import magnitude_ratio, spearman, topk_overlap
@@ -24,6 +31,8 @@ def rounded(x):
     """Floats (nested lists, tensors) to DIGITS significant digits; non-finite values become None (valid JSON)."""
     if isinstance(x, torch.Tensor):
         x = x.tolist()
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [rounded(v) for v in x]
     if isinstance(x, float):
@@ -43,7 +52,7 @@ class BaseReference:
 class Extraction:
     record: dict
     probed: ProbedModel
-    effects: HeadEffects
+    effects: HeadEffects  # or another result of the bound method (same interface: scores, order(), circuit, ...)
     curve: Curve
 
 
@@ -51,16 +60,23 @@ def _curve_json(c: Curve) -> dict:
     return {"k": c.k, "f": rounded(c.f), "cpr": rounded(c.cpr), "order": [list(h) for h in c.order]}
 
 
-def extract(model, batches: list[PairBatch], method: str = "exact", steps: int = 5, sizes: str | int = "all",
-            heads_per_forward: int = 32, base: BaseReference | None = None) -> Extraction:
-    """Everything measured on one model and capability. Without `base` the model is its own reference (the base:
-    `base_circuit` is its own curve, `cross_model` is None)."""
+def extract(model, batches: list[PairBatch], method: str | BoundMethod = "exact", steps: int = 5,
+            sizes: str | int = "all", heads_per_forward: int = 32, base: BaseReference | None = None) -> Extraction:
+    """Everything measured on one model and capability. `method` is a bound method (dcv.circuits.methods.bind), or
+    a name bound with `eap_ig_steps=steps` and `heads_per_forward`. Without `base` the model is its own reference
+    (the base: `base_circuit` is its own curve, `cross_model` is None)."""
+    bound = bind(method, eap_ig_steps=steps, heads_per_forward=heads_per_forward)
     probed = probe_model(model, batches)
-    eff = head_effects(model, batches, method, steps, heads_per_forward, probed=probed)
+    eff = bound(model, batches, probed=probed)
     L, H = probed.shape
     ks = circuit_sizes(L * H, sizes)
     means = head_means(probed)
-    own = faithfulness_curve(probed, head_order(eff.mean), ks, heads_per_forward, means)
+    own = faithfulness_curve(probed, eff.order(), ks, heads_per_forward, means)
+    circuit_f = None
+    if eff.circuit is not None:  # a method that chooses its own circuit: F of exactly that set
+        k = len(eff.circuit)
+        circuit_f = own.f[own.k.index(k)] if k in own.k else \
+            faithfulness_curve(probed, eff.circuit, [0, k], heads_per_forward, means).f[1]
     if base is None:
         base_curve, cross = own, None
     else:
@@ -68,11 +84,11 @@ def extract(model, batches: list[PairBatch], method: str = "exact", steps: int =
         cross_pp = cross_model_effects(base.probed, probed, heads_per_forward)
         cross = {"effects": rounded(cross_pp.mean(0)), "effects_per_pair": rounded(cross_pp)}
     record = {
-        "method": method, "steps": eff.steps, "n_pairs": probed.n_pairs, "n_layers": L, "n_heads": H,
+        "method": bound.name, "steps": bound.steps, "n_pairs": probed.n_pairs, "n_layers": L, "n_heads": H,
         "dtype": str(probed.runs[0].clean_z[0].dtype).removeprefix("torch."),
         "metric": {"clean": rounded(float(eff.m_clean.double().mean())),
                    "corrupt": rounded(float(eff.m_corrupt.double().mean())), "empty": rounded(own.m_empty)},
-        "effects": rounded(eff.mean), "abs_effects": rounded(eff.abs_mean), "effects_per_pair": rounded(eff.per_pair),
+        **rounded(eff.record_fields(circuit_f)),
         "faithfulness": _curve_json(own),
         "base_circuit": _curve_json(base_curve),
         "cross_model": cross,
@@ -80,19 +96,20 @@ def extract(model, batches: list[PairBatch], method: str = "exact", steps: int =
     return Extraction(record, probed, eff, own)
 
 
-def validate_methods(probed: ProbedModel, exact: HeadEffects, k: int, steps: int, heads_per_forward: int) -> dict:
-    """`eap` and `eap-ig` against `exact` on the same pairs: Spearman rho of the signed mean effects over all heads,
-    overlap of the top-k heads by |e| (k: the circuit size, e.g. k80), sum |e| / sum |e_exact|, and seconds given
-    the cached clean and corrupted runs (bench/circuits.py times each method from scratch)."""
+def validate_methods(probed: ProbedModel, reference: HeadEffects, k: int, config: CircuitsConfig | None = None) -> dict:
+    """Every method registered with `validate` (eap, eap-ig), bound from `config`, against the reference's effects
+    on the same pairs: Spearman rho of the signed mean effects over all heads, overlap of the top-k heads by |e|
+    (k: the circuit size, e.g. k80), sum |e| / sum |e_ref|, and seconds given the cached clean and corrupted runs
+    (bench/circuits.py times each method from scratch). Keys: `<stat>_<method>` (`-` as `_`), `rho_<method>_vs_<ref>`."""
     out: dict = {"topk_k": k}
-    for method in ("eap", "eap-ig"):
+    for m in validated():
         t0 = time.perf_counter()
-        est = head_effects(probed.model, [], method, steps, heads_per_forward, probed=probed)
-        key = method.replace("-", "_")
+        est = m.bind(config)(probed.model, [], probed=probed)
+        key = m.name.replace("-", "_")
         out[f"seconds_{key}"] = round(time.perf_counter() - t0, 3)
-        out[f"rho_{key}_vs_exact"] = rounded(spearman(est.mean, exact.mean))
-        out[f"topk_overlap_{key}"] = rounded(topk_overlap(est.mean, exact.mean, k))
-        out[f"magnitude_ratio_{key}"] = rounded(magnitude_ratio(est.mean, exact.mean))
+        out[f"rho_{key}_vs_{reference.method.replace('-', '_')}"] = rounded(spearman(est.scores, reference.scores))
+        out[f"topk_overlap_{key}"] = rounded(topk_overlap(est.scores, reference.scores, k))
+        out[f"magnitude_ratio_{key}"] = rounded(magnitude_ratio(est.scores, reference.scores))
     return out
 
 

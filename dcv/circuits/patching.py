@@ -6,7 +6,9 @@ metric m = logit(answer) - logit(distractor) at each row's last real token, in f
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -16,6 +18,20 @@ from dcv.circuits.pairs import PairBatch
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def frozen(model) -> Iterator[None]:
+    """Parameters without grad while open (restored after): gradient passes that need dm/dz (or d/dmask) only, so
+    autograd keeps no inputs for weight gradients (about 20% of an `eap` pass on CPU)."""
+    flags = [(q, q.requires_grad) for q in model.parameters()]
+    for q, _ in flags:
+        q.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for q, f in flags:
+            q.requires_grad_(f)
 
 
 def metric(model, ids: torch.Tensor | None, mask: torch.Tensor, last: torch.Tensor, answer: torch.Tensor,
