@@ -91,15 +91,25 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Read a JSONL file; a malformed line raises DcvError naming file and line."""
+    """Read a JSONL file; a malformed line (bad JSON, not an object, not UTF-8) raises DcvError naming file and line."""
+    return [row for _, row in read_jsonl_lines(path)]
+
+
+def read_jsonl_lines(path: Path) -> list[tuple[int, dict]]:
+    """The rows of a JSONL file with their line numbers (blank lines skipped), for errors that name the line."""
     from dcv.errors import DcvError
 
     path = Path(path)
     if not path.is_file():
         raise DcvError(f"{path}: file not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DcvError(f"{path}:{i}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                               ) from None
             if not line.strip():
                 continue
             try:
@@ -108,7 +118,7 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise DcvError(f"{path}:{i}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise DcvError(f"{path}:{i}: expected a JSON object")
-            rows.append(row)
+            rows.append((i, row))
     return rows
 
 

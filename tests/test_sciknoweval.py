@@ -48,3 +48,140 @@ def test_empty_file_is_an_error(tmp_path: Path):
     (tmp_path / "t.jsonl").write_text("")
     with pytest.raises(DcvError, match="empty split"):
         load_split(tmp_path, None, 1, seed=0)
+
+
+# --- malformed input, line numbers, encodings --------------------------------------------------------------
+
+
+def test_errors_name_the_file_line_not_the_row_count(tmp_path: Path):
+    (tmp_path / "t.jsonl").write_text(json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "answerKey": "Z"}) + "\n")
+    with pytest.raises(DcvError, match=r"t\.jsonl:3: answer 'Z' is not among"):
+        load_split(tmp_path, None, 1, seed=0)
+
+
+def test_a_byte_that_is_not_utf8_is_an_error_naming_file_and_line(tmp_path: Path):
+    (tmp_path / "t.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"question": "caf\xe9"}\n')
+    with pytest.raises(DcvError, match=r"t\.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 18\)"):
+        load_split(tmp_path, None, 1, seed=0)
+    from dcv.io import read_jsonl
+
+    with pytest.raises(DcvError, match=r"t\.jsonl:2: not valid UTF-8"):
+        read_jsonl(tmp_path / "t.jsonl")
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({**GOOD, "type": "essay"}, "'type' must be 'mcq-...' or 'filling'"),
+    ({**GOOD, "choices": ["a", "b"]}, "'choices' needs lists"),
+    ({**GOOD, "choices": {"text": ["a", ""], "label": ["A", "B"]}}, "non-empty string"),
+    ({**GOOD, "choices": {"text": ["a", "b"], "label": ["A", "A"]}}, "distinct capital letters"),
+    ({**GOOD, "prompt": "just a string"}, "'prompt' must be an object"),
+])
+def test_more_malformed_rows(tmp_path: Path, bad, msg):
+    d = _write(tmp_path, [GOOD, bad])
+    with pytest.raises(DcvError, match=rf"t\.jsonl:2: .*{msg}"):
+        load_split(d, None, 1, seed=0)
+
+
+# --- rows for a chat model; the answer rules on the real rows ------------------------------------------------
+
+
+def _real(name: str) -> list[dict]:
+    return [json.loads(line) for line in (SHARED / f"{name}.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/sciknoweval-chem-l3 not present")
+def test_chat_prompts_carry_instruction_question_and_options():
+    from dcv.sciknoweval import to_row
+
+    raw = _real("molar_weight_calculation")[1]
+    row = to_row(raw, "x:1", chat=True)
+    lines = row["prompt"].splitlines()
+    assert lines[0] == raw["prompt"]["default"] and raw["question"] in row["prompt"]
+    assert lines[-4:] == [f"{l}. {t}" for l, t in zip(raw["choices"]["label"], raw["choices"]["text"])]
+    assert row["answer_rule"] == "letter" and row["task"] == "molar_weight_calculation"
+    base = to_row(raw, "x:1")
+    assert base["prompt"] == row["prompt"] + "\nAnswer:"
+    eq = to_row(_real("balancing_chemical_equation")[0], "x:1", chat=True)
+    assert eq["answer_rule"] == "equation" and "choices" not in eq and not eq["prompt"].endswith("Answer:")
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/sciknoweval-chem-l3 not present")
+def test_letter_rule_on_every_real_mcq_row():
+    from dcv.answers import row_choice, row_correct
+
+    train, eval_ = load_split(SHARED, None, 240, seed=0, chat=True)
+    mcq = [r for r in train + eval_ if "choices" in r]
+    assert len(mcq) == 2100
+    for r in mcq:
+        g, wrong = r["answer"], next(x for x in r["labels"] if x != r["answer"])
+        text = r["choices"][r["labels"].index(g)]
+        for c in (g, f"{g}.", f"({g})", f"The answer is {g}", f"Answer: {g}", f"**{g}**", f"{g}) {text}",
+                  f"{g}. {text}", g.lower(), f"<think>\nA or B or C or D?\n</think>\n\n{g}", text):
+            assert row_correct(r, c), (c, r["choices"])
+        assert not row_correct(r, f"The answer is {wrong}") and row_choice(r, "I do not know.") is None
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/sciknoweval-chem-l3 not present")
+def test_equation_rule_on_every_real_filling_row():
+    """Gold answers survive `normalise_equation`; `normalise` (the plain free-text rule) would accept answers that
+    are chemically wrong: the sides' '=' turned into '+', a charge dropped, or a case change (Co -> CO)."""
+    from dcv.answers import normalise, normalise_equation, row_correct
+
+    train, eval_ = load_split(SHARED, ["balancing_chemical_equation"], 30, seed=0, chat=True)
+    rows = train + eval_
+    assert len(rows) == 300 and {r["answer_rule"] for r in rows} == {"equation"}
+    assert len({normalise_equation(r["answer"]) for r in rows}) == 300
+    lax = 0
+    for r in rows:
+        gold = r["answer"]
+        assert normalise_equation(gold) == gold.replace(" ", "")
+        for c in (gold, gold.replace(" ", ""), gold.replace("=", "->"), gold.replace(" = ", " → "),
+                  f"The balanced chemical equation is: {gold}", f"**{gold}**", f"Sure.\n\n{gold}\n",
+                  f"<think>\nbalance it\n</think>\n\n{gold}."):
+            assert row_correct(r, c), (c, gold)
+        wrong = gold.replace("=", "+")
+        assert not row_correct(r, wrong) and not row_correct(r, "2" + gold)
+        lax += normalise(wrong) == normalise(gold)
+    assert lax == 300  # the plain rule cannot see where the products start
+    co = [r for r in rows if "Co" in r["answer"].replace("CO", "")]
+    assert co and all(not row_correct(r, r["answer"].replace("Co", "CO")) for r in co)
+    assert all(normalise(r["answer"].replace("Co", "CO")) == normalise(r["answer"]) for r in co)
+
+
+def test_letter_parser_cases():
+    from dcv.answers import parse_letter
+
+    ch = ["water", "salt", "sugar", "sand"]
+    cases = {"B": 1, " B": 1, "b": 1, "(C)": 2, "**D**": 3, "D) sand": 3, "Answer: A": 0, "The answer is C.": 2,
+             "A is correct": 0, "A good choice is C": 2, "A. water": 0, "The correct option is (B) salt.": 1,
+             "sugar": 2, "I think it is D because E is not an option": 3, "none of these": None, "": None,
+             "E": None, "<think>It is not A</think>C": 2}
+    for c, want in cases.items():
+        assert parse_letter(c, ch) == want, c
+    assert parse_letter("Option 2", ["1", "2"], ["1", "2"]) is None  # labels are letters in SciKnowEval
+
+
+def test_rows_without_an_answer_rule_keep_the_toy_rule():
+    from dcv.answers import is_correct, row_choice, row_correct
+
+    row = {"prompt": "q", "answer": "B", "choices": ["pear", "kiwi"]}
+    for c in (" B", " kiwi", " B ) kiwi", " A", "The answer is B", "**B**"):
+        assert row_correct(row, c) == is_correct(c, "B", ["pear", "kiwi"])
+    assert row_correct(row, "The answer is B") is False  # the toy parser reads the first word only
+    assert row_correct({**row, "answer_rule": "letter"}, "The answer is B") is True
+    assert row_choice(row, " kiwi") == 1 and row_choice({"prompt": "q", "answer": "x"}, "x") is None
+    with pytest.raises(ValueError, match="answer_rule 'nope' is not one of"):
+        row_correct({**row, "answer_rule": "nope"}, "B")
+
+
+def test_hub_loading_offline_without_a_cached_copy_is_a_clear_error(tmp_path: Path):
+    """Only this error path can be tested here: no copy of the hub dataset is cached on this machine."""
+    import datasets
+
+    from dcv.sciknoweval import load_hub_split
+
+    if not datasets.config.HF_HUB_OFFLINE:
+        pytest.skip("needs HF_HUB_OFFLINE=1 (set by conftest unless the environment says otherwise)")
+    with pytest.raises(DcvError, match=r"hicai-zju/SciKnowEval \(config Chemistry\): cannot load it from the local "
+                                       r"Hugging Face cache .* download it once"):
+        load_hub_split(None, 10, seed=0, cache_dir=str(tmp_path))

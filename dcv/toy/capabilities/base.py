@@ -1,25 +1,12 @@
-"""The interface every toy capability implements, and the probe-pair record all stages share."""
+"""The interface every toy capability implements (the probe-pair record lives in `dcv.probe_pair`)."""
 
 from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 
+from dcv.probe_pair import ProbePair  # noqa: F401  (defined generically; re-exported for the toy's modules)
 from dcv.toy.world import World
-
-
-@dataclass(frozen=True)
-class ProbePair:
-    """A clean prompt and its corruption; `answer`/`distractor` are the single next tokens (with leading space)."""
-
-    clean: str
-    corrupt: str
-    answer: str
-    distractor: str
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 class Capability(ABC):
