@@ -509,3 +509,30 @@ def test_missing_discovery_circuits_stop_with_one_line(workdir: Path):
     _params(workdir)
     r = _stage()
     assert r.exit_code == 2 and "circuits/discovery/base/ioi.json: not found" in r.output, r.output
+
+
+def test_real_circuits_choose_c0_on_discovery_and_score_on_the_scoring_split(workdir: Path):
+    """The real chain on the tiny world: extract-circuits measures the base on the discovery and the scoring split
+    and every checkpoint on the scoring split; score-dcv chooses C0 from the discovery file; forgetting is measured
+    on the forgetting split, whose pairs the circuits never saw."""
+    from dcv.probes import load_probes
+
+    _params(workdir, {"circuits": {"batch_size": 8, "heads_per_forward": 8, "validate": False},
+                      "dcv": {"n_bootstrap": 50}})
+    synthetic.tiny_project(workdir, seeds=(0,))
+    for name in ("extract-circuits", "evaluate-forgetting", "score-dcv"):
+        r = _stage(name)
+        assert r.exit_code == 0, r.output
+    disc, base = (json.loads((workdir / f"circuits/{m}/ioi.json").read_text()) for m in ("discovery/base", "base"))
+    assert (disc["split"], base["split"]) == ("discovery", "probes") and disc["model"] == "discovery/base"
+    x = json.loads((workdir / "circuits/sft/seed-0/step-6/ioi.json").read_text())
+    assert x["discovery_circuit"]["order"] == base["discovery_circuit"]["order"] == disc["faithfulness"]["order"]
+    assert json.loads((workdir / "circuits/index.json").read_text())["discovery"] == "discovery/base"
+    m = json.loads((workdir / "metrics/score-dcv.json").read_text())
+    bc = m["base_circuits"]["ioi"]["base_circuit"]
+    assert bc["selection_split"] == "discovery" and bc["heads"] == [f"L{l}H{h}" for l, h in disc["faithfulness"]["order"][:bc["k"]]]
+    splits = {s: {(r["clean"], r["corrupt"]) for r in load_probes(workdir / f"data/prepared/{s}/ioi.jsonl")}
+              for s in ("discovery", "probes", "forgetting")}
+    assert not splits["discovery"] & splits["probes"] and not splits["probes"] & splits["forgetting"]
+    prep = json.loads((workdir / "metrics/prepare-data.json").read_text())
+    assert set(prep["clean_overlap"]["ioi"]) == {"discovery/probes", "probes/forgetting", "discovery/forgetting"}

@@ -58,7 +58,7 @@ def fit_table(points: list[dict], arms: list[str], n_boot: int, rng: np.random.G
     runs = [(p["arm"], p["seed"]) for p in points]
     res = cluster_resamples(runs, list(g), n_boot, rng) if points else []
     xs = {pr.name: _column(points, pr.name) for pr in PREDICTORS}
-    out: dict = {"n_points": len(points), "n_runs": len(set(runs)),
+    out: dict = {"order": [pr.name for pr in PREDICTORS], "n_points": len(points), "n_runs": len(set(runs)),
                  "runs_per_arm": {a: len({r for r in runs if r[0] == a}) for a in arms}, "predictors": {}}
     samples: dict = {}
     for pr in PREDICTORS:
