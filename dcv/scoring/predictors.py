@@ -55,11 +55,11 @@ def fit_table(points: list[dict], arms: list[str], n_boot: int, rng: np.random.G
     run-clustered 95% interval; and CV's R² minus the logit-difference drop's, pooled and with the fixed effect."""
     y = _column(points, "forgetting")
     g = np.array([p["arm"] for p in points], dtype=object)
-    runs = [(p["arm"], p["seed"]) for p in points]
+    runs = [p.get("run", (p["arm"], p["seed"])) for p in points]  # a cluster: one run (a sweep adds the experiment)
     res = cluster_resamples(runs, list(g), n_boot, rng) if points else []
     xs = {pr.name: _column(points, pr.name) for pr in PREDICTORS}
     out: dict = {"order": [pr.name for pr in PREDICTORS], "n_points": len(points), "n_runs": len(set(runs)),
-                 "runs_per_arm": {a: len({r for r in runs if r[0] == a}) for a in arms}, "predictors": {}}
+                 "runs_per_arm": {a: len({r for r, q in zip(runs, points) if q["arm"] == a}) for a in arms}, "predictors": {}}
     samples: dict = {}
     for pr in PREDICTORS:
         x = xs[pr.name]
