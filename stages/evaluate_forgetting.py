@@ -36,7 +36,6 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> tuple:
     """Target eval rows, probe sets and every model, checked before the MLflow run opens."""
     from dcv.arms.data import load_target
     from dcv.probes import load_probes
-
     from dcv.splits import FORGETTING
 
     eval_rows = load_target(layout.target_file("eval"))

@@ -223,7 +223,10 @@ def compare_pair(inp: Inputs, c0s: dict, pair: tuple[str, str], seeds: list[int]
                       np.random.default_rng([cfg.seed, index, 1, i]), cfg.n_permutations, g)
         worst = max(((a, s) for a in pair for s in seeds), key=lambda x: br[x[0]][x[1]]["gap"])
         gap = br[worst[0]][worst[1]]["gap"]
-        interp = lambda a, s, f: sum(w * f(a, s, st) for st, w in chosen[a][s])  # noqa: E731
+        def interp(a, s, f, chosen=chosen):
+            """A seed's value of f(arm, seed, step) at the level: its checkpoints' values, interpolated."""
+            return sum(w * f(a, s, st) for st, w in chosen[a][s])
+
         caps = sorted(inp.bases)
         forget = {a: {"mean": mean(interp(a, s, lambda a_, s_, st: _forgetting(inp, a_, s_, st)["mean"]) for s in seeds),
                       **{c: mean(interp(a, s, lambda a_, s_, st, c=c: _forgetting(inp, a_, s_, st)[c]) for s in seeds)
@@ -292,6 +295,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
     from dcv.scoring.measures import base_circuit, score_model
     from dcv.scoring.predictors import analyse, model_points
     from dcv.scoring.scores import CircuitScore
+    from dcv.splits import FORGETTING
     from dcv.tables import write_table
 
     t0 = time.perf_counter()
@@ -328,8 +332,8 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
     metrics = {
         "arms": arms, "seeds": seeds, "faithfulness_target": cfg.faithfulness_target, "n_bootstrap": cfg.n_bootstrap,
         "pairs": [list(p) for p in cfg.pairs], "headline": head,
-        "splits": {"selection": "discovery", "scoring": inp.bases[next(iter(inp.bases))].split,
-                   "forgetting": "forgetting"},
+        "splits": {"selection": sorted({c.selection_split or "unknown" for c in c0s.values()}),
+                   "scoring": sorted({b.split or "unknown" for b in inp.bases.values()}), "forgetting": FORGETTING},
         "equal_steps": {"step": final, "common_steps": common},
         "base_circuits": per_cap,
         "comparisons": comparisons,

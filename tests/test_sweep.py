@@ -84,7 +84,7 @@ def test_report_reads_every_experiment_and_pools_their_runs(tmp_path: Path):
     assert s["n_runs"] == 2 * 2 * 2 and s["runs_per_arm"] == {"rl": 4, "sft": 4}
     assert s["predictors"]["n_runs"] == 8 and s["predictors"]["predictors"]["cv"]["pooled"]["r2"] == pytest.approx(1.0)
     assert {e["name"]: e["learning_rate"]["sft"] for e in s["experiments"]} == {"workspace": 1e-4, "e1": 5e-4}
-    for arm, front in s["frontier"].items():
+    for front in s["frontier"].values():
         xs = [x for x, _ in front]
         assert xs == sorted(xs) and [y for _, y in front] == sorted((y for _, y in front), reverse=True)
     path = write_report(s, tmp_path / "out", notes)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 WEAK_R2 = 0.1  # below this, a linear fit is said to explain little of the variance
 
 

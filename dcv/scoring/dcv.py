@@ -44,7 +44,7 @@ class Run:
     terms: tuple[tuple[Circuit, float], ...]
 
     @classmethod
-    def of(cls, seed: int, circuit: Circuit) -> "Run":
+    def of(cls, seed: int, circuit: Circuit) -> Run:
         return cls(seed, ((circuit, 1.0),))
 
 
