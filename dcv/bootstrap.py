@@ -1,7 +1,10 @@
-"""Hierarchical bootstrap: seeds resampled across runs, probe pairs resampled within each seed.
+"""The crossed bootstrap of circuit measures: probe pairs and seeds are two crossed factors (every seed of every arm,
+and the base, is measured on the same pairs), so a draw resamples each factor once.
 
-A draw is a set of weights over the probe pairs (multinomial counts / n), so a mean over resampled pairs is a
-weighted mean, and the same weights apply to every model that shares the probe set (base and fine-tuned alike).
+A pair draw is one weight vector over the probe pairs of a capability (multinomial counts / n), so a mean over
+resampled pairs is a weighted mean, and the *same* vector weighs the base and every arm and seed (drawing pairs
+afresh per seed, as if each seed had its own pairs, treats the design as nested and misstates the variance). A seed
+draw picks each arm's runs with replacement, the same picks for every capability.
 """
 
 from __future__ import annotations
@@ -27,3 +30,10 @@ def ci95(samples: np.ndarray) -> dict[str, float]:
         return {"low": float("nan"), "high": float("nan")}
     lo, hi = np.percentile(s, [2.5, 97.5])
     return {"low": float(lo), "high": float(hi)}
+
+
+def variance(samples: np.ndarray) -> float:
+    """Variance of bootstrap samples (NaN samples dropped; NaN when fewer than two remain)."""
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    return float(s.var(ddof=1)) if s.size > 1 else float("nan")

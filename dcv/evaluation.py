@@ -1,7 +1,8 @@
 """Measuring one model: target eval accuracy (greedy, judged by `dcv.answers`), the largest share of one letter among
-its target answers, prior-capability probes (accuracy, logit difference) and the forward KL to the base at the
-answer position and over whole sampled completions (`dcv.kl`). Stage evaluate-forgetting calls it once per model
-and writes the results as rows of `dcv.measurements`."""
+its target answers, prior-capability probes (accuracy, logit difference), the forward KL to the base at the
+answer position and over whole sampled completions (`dcv.kl`), and the L2 distance of its weights to the base's
+(`param_distance`, a predictor baseline). Stage evaluate-forgetting calls it once per model and writes the results
+as rows of `dcv.measurements`."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class ModelEvaluator:
         self.samples = sample_completions(base_model, tok, self.prompts, cfg.kl_samples, cfg.kl_max_new_tokens,
                                           cfg.kl_seed, batch_size=cfg.batch_size)
         self.base_seq_logprobs = completion_logprobs(base_model, self.samples, cfg.batch_size)
+        self.base_params = base_parameters(base_model)
 
     def measure(self, model) -> dict:
         import torch
@@ -55,4 +57,31 @@ class ModelEvaluator:
         kl = forward_kl(self.base_logprobs, answer_logprobs(model, self.tok, self.prompts, self.cfg.batch_size))
         kl_seq = sequence_kl(self.base_seq_logprobs, completion_logprobs(model, self.samples, self.cfg.batch_size))
         return {"target_accuracy": target["accuracy"], "target_top_letter": max(letters.values()) if letters else None,
-                "capabilities": caps, "forward_kl": kl, "forward_kl_seq": kl_seq}
+                "capabilities": caps, "forward_kl": kl, "forward_kl_seq": kl_seq,
+                "param_distance": param_distance(self.base_params, model)}
+
+
+def base_parameters(model) -> dict:
+    """A CPU float32 copy of every named parameter of the base (the reference of `param_distance`; for a 3B model
+    about 12 GB of host memory)."""
+    import torch
+
+    return {n: p.detach().to("cpu", dtype=torch.float32).clone() for n, p in model.named_parameters()}
+
+
+def param_distance(base: dict, model) -> float:
+    """||theta - theta_0||_2 over every parameter (float64 sums); a parameter the base lacks, or of another shape,
+    is a ValueError naming it."""
+    import torch
+
+    total = 0.0
+    names = dict(model.named_parameters())
+    if set(names) != set(base):
+        diff = sorted(set(names) ^ set(base))
+        raise ValueError(f"param_distance: parameters differ from the base's: {diff[:3]}")
+    for n, p in names.items():
+        q = p.detach().to("cpu", dtype=torch.float64)
+        if q.shape != base[n].shape:
+            raise ValueError(f"param_distance: parameter {n}: shape {tuple(q.shape)}, the base's {tuple(base[n].shape)}")
+        total += float(((q - base[n].double()) ** 2).sum())
+    return total ** 0.5

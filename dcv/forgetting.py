@@ -3,7 +3,8 @@
 - forgetting of a model: accuracy(M0) - accuracy(Mx) per prior capability, and its mean over capabilities;
 - adaptation speed: the first checkpoint step at which the target accuracy has covered `adaptation_fraction` of the
   way from the base's accuracy to the arm's final accuracy (None when the arm ends no better than the base);
-- curves over steps: mean, min and max over seeds at each step that every seed has (seeds are aligned by step).
+- curves over steps: mean, min and max over seeds at each step that every seed has (seeds are aligned by step, not
+  by list position: a seed with an extra checkpoint adds no point to the curve).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dcv.evaluation import MeasureConfig
 from dcv.layout import BASE
 from dcv.lm_eval_bridge import LMEvalConfig
 from dcv.measurements import LM_EVAL, MeasurementTable
-from dcv.stats import mean, sd
+from dcv.stats import finite, mean, sd
 
-CURVE_KEYS = ("target_accuracy", "prior_accuracy", "forgetting", "forward_kl", "forward_kl_seq")
+CURVE_KEYS = ("target_accuracy", "prior_accuracy", "forgetting", "forward_kl", "forward_kl_seq", "param_distance")
 
 
 class ForgettingConfig(BaseModel):
@@ -45,7 +46,7 @@ def point(t: MeasurementTable, mid: str) -> dict:
     rows = t.model(mid)
     return {"target_accuracy": first.target_accuracy, "prior_accuracy": t.prior_accuracy(mid),
             "forgetting": f["mean"], "forward_kl": first.forward_kl, "forward_kl_seq": first.forward_kl_seq,
-            "target_top_letter": first.target_top_letter,
+            "param_distance": first.param_distance, "target_top_letter": first.target_top_letter,
             "capabilities": {c: {"accuracy": rows[c].accuracy, "logit_diff": rows[c].logit_diff, "forgetting": f[c]}
                              for c in t.capabilities}}
 
@@ -68,8 +69,8 @@ def summarize_arm(t: MeasurementTable, arm: str, seeds: list[int], fraction: flo
         at = [next(r for r in v["checkpoints"] if r["step"] == st) for v in per_seed.values()]
         p = {"step": st}
         for k in CURVE_KEYS:
-            vals = [r[k] for r in at]
-            p.update({k: mean(vals), f"{k}_min": min(vals), f"{k}_max": max(vals)})
+            vals = finite(r[k] for r in at)  # None (not measured) and NaN are left out
+            p.update({k: mean(vals), f"{k}_min": min(vals, default=float("nan")), f"{k}_max": max(vals, default=float("nan"))})
         curve.append(p)
     adapt = [v["adaptation_steps"] for v in per_seed.values()]
     caps = t.capabilities

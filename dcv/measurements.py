@@ -8,8 +8,9 @@ nothing measures a checkpoint a second time.
 
 Per model (repeated on each of its rows): target eval accuracy (greedy, judged by `dcv.answers`), the largest
 share of one letter among its target answers (a collapse diagnostic), the forward KL E_x KL(pi0 || pi) at the
-answer position (`forward_kl`, exact) and over whole completions (`forward_kl_seq`, sampled: `dcv.kl`).
-Per capability: top-1 accuracy and mean logit difference on its probes. Benchmarks of lm-evaluation-harness are
+answer position (`forward_kl`, exact) and over whole completions (`forward_kl_seq`, sampled: `dcv.kl`), and the
+L2 distance of its weights to the base's (`param_distance`). Per capability: top-1 accuracy and mean logit
+difference on its forgetting split (`dcv.splits.FORGETTING`, disjoint from the pairs circuits are scored on). Benchmarks of lm-evaluation-harness are
 rows too, with capability `lm_eval/<task>/<metric>` and the score as `accuracy` (no logit difference).
 """
 
@@ -42,6 +43,7 @@ class Measurement:
     target_top_letter: float | None  # the largest share of one letter among the target answers
     forward_kl: float
     forward_kl_seq: float
+    param_distance: float | None = None  # ||theta - theta_0||_2; 0 for the base
 
     @property
     def is_prior(self) -> bool:
@@ -52,7 +54,7 @@ def rows_for(ref: ModelRef, m: dict) -> list[Measurement]:
     """Table rows of one model from `dcv.evaluation.ModelEvaluator`'s result (and lm-eval scores under `m["lm_eval"]`)."""
     common = dict(model=ref.id, arm=ref.arm, seed=ref.seed, step=ref.step, final=ref.final,
                   target_accuracy=m["target_accuracy"], target_top_letter=m["target_top_letter"],
-                  forward_kl=m["forward_kl"], forward_kl_seq=m["forward_kl_seq"])
+                  forward_kl=m["forward_kl"], forward_kl_seq=m["forward_kl_seq"], param_distance=m.get("param_distance"))
     rows = [Measurement(capability=c, accuracy=v["accuracy"], logit_diff=v["logit_diff"], **common)
             for c, v in sorted(m["capabilities"].items())]
     for task, scores in sorted(m.get("lm_eval", {}).items()):

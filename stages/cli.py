@@ -13,6 +13,8 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differential circuit vulnerability: which circuits does fine-tuning break?")
 stage_app = typer.Typer(no_args_is_help=True, help="Run one pipeline stage (what `dvc repro` calls).")
 app.add_typer(stage_app, name="stage")
+sweep_app = typer.Typer(no_args_is_help=True, help="The Pareto sweep with DVC experiments (README, Sweeps).")
+app.add_typer(sweep_app, name="sweep")
 
 _state = {"debug": False}
 ParamsOpt = typer.Option("params.yaml", "--params", "-p", help="Params file (its directory is the repository root).")
@@ -119,6 +121,33 @@ def report(params: str = ParamsOpt) -> None:
     from stages import report as s
 
     _call(lambda: s.main(params))
+
+
+@sweep_app.command("queue")
+def sweep_queue(
+    spec: str = typer.Option("sweeps/pareto.yaml", "--spec", help="The sweep: seeds, learning rates per arm, overrides."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the `dvc exp run --queue` commands only."),
+) -> None:
+    """Queue one DVC experiment per learning rate of the spec (then: dvc queue start -j 1)."""
+    from stages import sweep as s
+
+    _call(lambda: s.queue(spec, dry_run))
+
+
+@sweep_app.command("report")
+def sweep_report(
+    out: str = typer.Option("sweep", "--out", help="Directory of report.md, pareto.png, runs.csv, summary.json."),
+    exp_json: str = typer.Option(None, "--exp-json", help="A saved `dvc exp show --json` instead of running it."),
+    all_commits: bool = typer.Option(False, "--all-commits", help="Experiments of every commit (dvc exp show -A)."),
+    n_bootstrap: int = typer.Option(1000, "--n-bootstrap", help="Run resamples for the R² intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the resampling."),
+) -> None:
+    """The frontier of target against prior accuracy per arm and the R² table over every run of the sweep."""
+    from pathlib import Path
+
+    from stages import sweep as s
+
+    _call(lambda: print(s.report(Path.cwd(), Path(out).resolve(), exp_json, all_commits, n_bootstrap, seed)))
 
 
 def main() -> None:

@@ -3,9 +3,11 @@
     dcv stage evaluate-forgetting [--params params.yaml]
 
 For the base and every checkpoint of every arm of `common.arms` and every seed of `common.seeds`: accuracy and
-logit difference on each capability's probes (`data/prepared/probes/`), target eval accuracy and the forward KL
-on the target eval prompts (`data/prepared/target/eval.jsonl`), and, with `forgetting.lm_eval.enabled`, local
-lm-evaluation-harness benchmarks on the base and the final (or every) checkpoint. Outs:
+logit difference on each capability's forgetting split (`data/prepared/forgetting/`, disjoint from the scoring
+split the circuits are measured on: `dcv.splits`), target eval accuracy and the forward KL on the target eval
+prompts (`data/prepared/target/eval.jsonl`), the L2 distance of the weights to the base's (`param_distance`), and,
+with `forgetting.lm_eval.enabled`, local lm-evaluation-harness benchmarks on the base and the final (or every)
+checkpoint. Outs:
 
     measurements/models.csv          one row per model and capability (`dcv.measurements.Measurement`): what
                                      score-dcv, the forgetting summaries and the report read
@@ -34,11 +36,12 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> tuple:
     """Target eval rows, probe sets and every model, checked before the MLflow run opens."""
     from dcv.arms.data import load_target
     from dcv.probes import load_probes
+    from dcv.splits import FORGETTING
 
     eval_rows = load_target(layout.target_file("eval"))
-    files = sorted(layout.prepared("probes").glob("*.jsonl"))
+    files = sorted(layout.prepared(FORGETTING).glob("*.jsonl"))
     if not files:
-        raise DcvError(f"{layout.prepared('probes')}: no probe sets (*.jsonl)")
+        raise DcvError(f"{layout.prepared(FORGETTING)}: no probe sets (*.jsonl; rerun stage prepare-data)")
     probes = {f.stem: load_probes(f) for f in files}
     return eval_rows, probes, layout.model_refs(arms, seeds)
 
@@ -91,7 +94,9 @@ def run(ctx: StageContext, inputs: tuple) -> dict:
     device = str(resolve_device(common.device))
     load = lambda ref: load_model(ref.dir, device, "float32")  # noqa: E731
     base_model, tok = load(refs[0])
-    where = {c: f"data/prepared/probes/{c}.jsonl" for c in probes}
+    from dcv.splits import FORGETTING
+
+    where = {c: ctx.layout.rel(ctx.layout.probe_file(FORGETTING, c)) for c in probes}
     evaluator = ModelEvaluator(base_model, tok, eval_rows, probes, cfg.eval, where)
     del base_model
     measured = {}

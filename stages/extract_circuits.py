@@ -3,13 +3,18 @@
     dcv stage extract-circuits [--params params.yaml]
     dcv stage extract-circuits --model DIR [--capability NAME ...] [--probes FILE] [--base DIR] [--out DIR]
 
-For every capability (`data/prepared/probes/<capability>.jsonl`) and every model: `base` (`models/base`) and
-`<arm>/seed-<s>/step-<n>` for each `models/<arm>/seed-<s>/checkpoints/step-<n>/` of the seeds in `common.seeds`
-(step 0 is the base; `final/` holds the last checkpoint's weights, which is marked `"final": true`). Outs:
+For every capability and every model: `base` (`models/base`) and `<arm>/seed-<s>/step-<n>` for each
+`models/<arm>/seed-<s>/checkpoints/step-<n>/` of the seeds in `common.seeds` (step 0 is the base; `final/` holds the
+last checkpoint's weights, which is marked `"final": true`), on the scoring split
+(`data/prepared/probes/<capability>.jsonl`); the base also on the discovery split (`data/prepared/discovery/`), where
+score-dcv chooses the base circuit C0 (`dcv.splits`). Outs:
 
     circuits/<model>/<capability>.json   method, per-head signed effects (mean, |e| mean, per pair), metric means,
                                          the model's own faithfulness curve, F of the base's ranking in this model
-                                         (`base_circuit`) and cross-model effects (fine-tuned heads put into the base)
+                                         (`base_circuit`), F of the base's *discovery* ranking in this model
+                                         (`discovery_circuit`, on the scoring split) and cross-model effects
+                                         (fine-tuned heads put into the base)
+    circuits/discovery/base/<capability>.json   the base on the discovery split (its ranking and curve choose C0)
     circuits/<model>/<capability>.png    heatmap of the signed effects, layers x heads
     circuits/index.json                  every model id with its directory, arm, seed, step and `final`
     metrics/extract-circuits.json        per capability of the base: k80 (smallest k with F >= 0.8), f_at_k80, cpr,
@@ -30,10 +35,14 @@ from pathlib import Path
 from dcv import io
 from dcv.errors import DcvError
 from dcv.layout import Layout, ModelRef
+from dcv.splits import DISCOVERY as DISCOVERY_SPLIT
+from dcv.splits import DISCOVERY_MODEL
+from dcv.splits import SCORING as SCORING_SPLIT
 from stages.context import StageContext, seed_everything, stage, stage_params
 
 PARAMS = ["circuits", "common.arms", "common.seeds", "common.device", "common.torch_threads"]
-PROBES = "data/prepared/probes"
+PROBES = f"data/prepared/{SCORING_SPLIT}"  # the scoring split: every model
+DISCOVERY = f"data/prepared/{DISCOVERY_SPLIT}"  # the discovery split: the base only
 OUT_BY_HAND = "circuits-by-hand"
 TARGET = 0.8  # k80 in the metrics file; score-dcv chooses the base circuit's own target (dcv.faithfulness_target)
 
@@ -76,7 +85,8 @@ def _load(ctx: StageContext, directory: Path):
     return load_model(directory, ctx.params.common.device, ctx.params.circuits.dtype)
 
 
-def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef]) -> dict:
+def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
+        discovery: dict[str, list[dict]] | None = None) -> dict:
     from dcv.circuits.extract import BaseReference, extract, k_at, rounded, validate_methods
     from dcv.circuits.methods import bind, reference
 
@@ -87,22 +97,30 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef]) 
     method = bind(p.method, p)
     kw = {"method": method, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
     refs: dict[str, BaseReference] = {}
+    disc: dict = {}  # capability -> the base's faithfulness curve on the discovery split
     per_cap: dict[str, dict] = {}
     with io.atomic_dir(ctx.layout.circuits) as out:
         for entry in models:
             t_model = time.perf_counter()
             model, tok = _load(ctx, entry.dir)
             batches = encode(tok, caps, p.batch_size, where)
+            if entry.is_base and discovery is not None:
+                disc = discover(out, model, tok, entry, discovery, p, kw, ctx.root)
             log: dict[str, float] = {}
             for cap, b in batches.items():
                 t_cap = time.perf_counter()
                 x = extract(model, b, base=refs.get(cap), **kw)
-                write_circuit(out, entry, cap, x.record, ctx.root)
+                record = {**x.record, "split": SCORING_SPLIT}
+                if cap in disc:
+                    record["discovery_circuit"] = order_curve(x, disc[cap].order, p)
+                write_circuit(out, entry, cap, record, ctx.root)
                 if entry.is_base:
                     refs[cap] = BaseReference(x.probed, x.curve.order)
                     k80, f80 = k_at(x.curve, TARGET)
                     per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
                                     "cpr": x.record["faithfulness"]["cpr"], "seconds": round(time.perf_counter() - t_cap, 3)}
+                    if cap in disc:
+                        per_cap[cap]["k80_discovery"] = k_at(disc[cap], TARGET)[0]
                     if p.validate_methods:
                         ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
                         per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
@@ -118,20 +136,57 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef]) 
             print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
         index = {e.id: {"model_dir": ctx.layout.rel(e.dir), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}
-        io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index})
+        io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index,
+                                           "discovery": DISCOVERY_MODEL if disc else None})
     metrics = {"method": p.method, "steps": method.steps, "n_models": len(models),
                "capabilities": per_cap}
     return ctx.finish(metrics, t0, ctx.layout.metrics("extract-circuits"), [(ctx.layout.circuits, "circuits")])
 
 
-def check_inputs(root: Path, arms: list[str], seeds: list[int], batch_size: int) -> tuple[dict, list[ModelRef]]:
-    """Probe sets, models and tokenisation checked before the MLflow run opens (errors name file and line)."""
+def check_inputs(root: Path, arms: list[str], seeds: list[int], batch_size: int) -> tuple[dict, list[ModelRef], dict]:
+    """Probe sets (scoring and discovery splits), models and tokenisation checked before the MLflow run opens
+    (errors name file and line)."""
     from dcv.models import load_tokenizer
 
     caps = load_capabilities(root / PROBES)
+    missing = [c for c in sorted(caps) if not (root / DISCOVERY / f"{c}.jsonl").is_file()]
+    if missing:
+        raise DcvError(f"{root / DISCOVERY}: no discovery split of {', '.join(missing)} (rerun stage prepare-data: "
+                       f"the base circuit is chosen on it)")
+    disc = load_capabilities(root / DISCOVERY, sorted(caps))
     models = discover_models(root, arms, seeds)
-    encode(load_tokenizer(Layout(root).base_model), caps, batch_size, {c: f"{PROBES}/{c}.jsonl" for c in caps})
-    return caps, models
+    tok = load_tokenizer(Layout(root).base_model)
+    encode(tok, caps, batch_size, {c: f"{PROBES}/{c}.jsonl" for c in caps})
+    encode(tok, disc, batch_size, {c: f"{DISCOVERY}/{c}.jsonl" for c in disc})
+    return caps, models, disc
+
+
+# ---- the splits: C0 is chosen on the discovery split, every model is scored on the scoring split ------------------
+
+def discover(out: Path, model, tok, entry: ModelRef, caps: dict[str, list[dict]], p, kw: dict, root: Path) -> dict:
+    """The base on the discovery split: written to circuits/discovery/base/<cap>.json; returns each capability's
+    faithfulness curve there (its ranking's top-k is C0)."""
+    from dcv.circuits.extract import extract
+
+    ref = ModelRef(DISCOVERY_MODEL, entry.dir)
+    curves = {}
+    for cap, b in encode(tok, caps, p.batch_size, {c: f"{DISCOVERY}/{c}.jsonl" for c in caps}).items():
+        x = extract(model, b, **kw)
+        write_circuit(out, ref, cap, {**x.record, "split": DISCOVERY_SPLIT}, root)
+        curves[cap] = x.curve
+    return curves
+
+
+def order_curve(x, order: list, p) -> dict:
+    """F of the top-k heads of `order` (the base's discovery ranking) in the model of extraction `x`, on its own
+    (scoring) pairs, at the same circuit sizes as its other curves: {k, f, cpr, order}."""
+    from dcv.circuits.extract import rounded
+    from dcv.circuits.faithfulness import circuit_sizes, faithfulness_curve, head_means
+
+    L, H = x.probed.shape
+    c = faithfulness_curve(x.probed, order, circuit_sizes(L * H, p.faithfulness_sizes), p.heads_per_forward,
+                           head_means(x.probed))
+    return {"k": c.k, "f": rounded(c.f), "cpr": rounded(c.cpr), "order": [list(h) for h in c.order]}
 
 
 # ---- by hand: one model directory ------------------------------------------------------------------------------
@@ -241,9 +296,9 @@ def main(params: str, model: str | None = None, capabilities: list[str] | None =
     if model is None:
         if capabilities or probes or base:
             raise DcvError("--capability, --probes and --base go with --model (measuring one model by hand)")
-        caps, models = check_inputs(root, list(prm.common.arms), list(prm.common.seeds), prm.circuits.batch_size)
+        caps, models, disc = check_inputs(root, list(prm.common.arms), list(prm.common.seeds), prm.circuits.batch_size)
         with stage("extract-circuits", params, PARAMS) as ctx:
-            run(ctx, caps, models)
+            run(ctx, caps, models, disc)
         return
     plan = plan_by_hand(root, prm.circuits.batch_size, model, capabilities, probes, base)
     with stage("extract-circuits", params, PARAMS) as ctx:

@@ -66,8 +66,10 @@ class CommonParams(_Section):
 
 
 class ProbeParams(_Section):
-    n_pairs: int = Field(64, ge=1, le=100_000, description="Held-out probe pairs per capability for circuits and forgetting.")
+    n_pairs: int = Field(64, ge=1, le=100_000, description="Held-out probe pairs per capability of the scoring split (`probes`): head effects of every model, hence CV and every circuit measure.")
     n_protection: int = Field(64, ge=1, le=100_000, description="Held-out pairs per capability of the protection split (arm protect trains its penalty on their clean prompts), disjoint from validation and probes.")
+    n_discovery: int = Field(64, ge=1, le=100_000, description="Held-out pairs per capability of the discovery split: the base circuit C0 (heads and size) is chosen on them, never scored on them.")
+    n_forgetting: int = Field(64, ge=1, le=100_000, description="Held-out pairs per capability of the forgetting split: accuracy and logit difference of every model (forgetting), disjoint from the pairs the circuits are scored on.")
 
 
 class TargetParams(_Section):

@@ -8,10 +8,14 @@ Each output is its own DVC out, written atomically, so that a stage reruns only 
     data/prepared/corpus/        the toy base's pretraining text
     data/prepared/target/        {train,eval}.jsonl: the target task
     data/prepared/validation/    <capability>.jsonl: the base's own check (feeds stage base only)
-    data/prepared/probes/        <capability>.jsonl: circuits and forgetting
+    data/prepared/probes/        <capability>.jsonl: the scoring split (head effects of every model)
     data/prepared/protection/    <capability>.jsonl: the prompts arm protect trains its penalty on
+    data/prepared/discovery/     <capability>.jsonl: the base circuit C0 is chosen on these (base only)
+    data/prepared/forgetting/    <capability>.jsonl: accuracy and logit difference of every model
 
-The three probe splits of a capability are disjoint held-out pairs (never in the corpus).
+The probe splits of a capability are disjoint held-out pairs (never in the corpus), drawn in the order of
+`dcv.splits.ORDER`; the metrics record, per capability, how many of a split's clean prompts another split shares
+(`clean_overlap`: a capability with few distinct prompts cannot avoid it).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from dcv.errors import DcvError
 from stages.context import StageContext, stage
 
 PARAMS = ["data"]
-SPLITS = ("validation", "probes", "protection")
 
 
 def check_single_tokens(tok, probe_sets: dict, tokenizer_name: str) -> None:
@@ -49,6 +52,7 @@ def target_rows(ctx: StageContext, world) -> tuple[list[dict], list[dict]]:
 
 
 def run(ctx: StageContext) -> dict:
+    from dcv import splits as sp
     from dcv.toy.corpus import build_corpus, build_probe_sets, capabilities
     from dcv.toy.tokenizer import build_tokenizer
     from dcv.toy.world import World
@@ -68,12 +72,14 @@ def run(ctx: StageContext) -> dict:
             tok = load_tokenizer(resolve_hf(p.tokenizer, None)[0])
         except DcvError as e:
             raise DcvError(f"{ctx.params_path}: data.tokenizer: {e}") from None
-    sizes = {"validation": p.n_validation, "probes": p.probes.n_pairs, "protection": p.probes.n_protection}
+    n = {sp.VALIDATION: p.n_validation, sp.SCORING: p.probes.n_pairs, sp.PROTECTION: p.probes.n_protection,
+         sp.DISCOVERY: p.probes.n_discovery, sp.FORGETTING: p.probes.n_forgetting}
+    sizes = {split: n[split] for split in sp.ORDER}
     try:
         sets = build_probe_sets(world, p.capabilities, sizes)
     except ValueError as e:
         raise DcvError(f"{ctx.params_path}: data.probes / data.n_validation: {e}") from None
-    splits = {split: {c: [x.to_json() for x in s[split]] for c, s in sets.items()} for split in SPLITS}
+    splits = {split: {c: [x.to_json() for x in s[split]] for c, s in sets.items()} for split in sp.ORDER}
     for rows in splits.values():
         check_single_tokens(tok, rows, p.tokenizer)
     train, eval_ = target_rows(ctx, world)
@@ -96,11 +102,15 @@ def run(ctx: StageContext) -> dict:
         with io.atomic_dir(lay.prepared(split)) as d:
             for cap, rows in rows_by_cap.items():
                 io.write_jsonl(d / f"{cap}.jsonl", rows)
+    overlap = {c: {f"{a}/{b}": round(sp.clean_overlap({x: splits[x][c] for x in sp.ORDER}, a, b), 6)
+                   for a, b in ((sp.DISCOVERY, sp.SCORING), (sp.SCORING, sp.FORGETTING), (sp.DISCOVERY, sp.FORGETTING))}
+               for c in p.capabilities}
     metrics = {"vocab_size": len(tok), "target": {"n_train": len(train), "n_eval": len(eval_)},
-               "pairs": {split: {c: len(r) for c, r in rows.items()} for split, rows in splits.items()}}
+               "pairs": {split: {c: len(r) for c, r in rows.items()} for split, rows in splits.items()},
+               "clean_overlap": overlap}
     io.write_json(lay.metrics("prepare-data"), metrics)
     ctx.run.log_final(metrics)
-    ctx.run.log_dict({c: rows[:5] for c, rows in splits["probes"].items()}, "probe_examples.json")
+    ctx.run.log_dict({c: rows[:5] for c, rows in splits[sp.SCORING].items()}, "probe_examples.json")
     return metrics
 
 

@@ -2,8 +2,8 @@
 
     dcv stage report [--params params.yaml]
 
-Reads the metrics of every stage (`metrics/`: the base, each arm's training, evaluate-forgetting, score-dcv), the
-two tables (`measurements/models.csv`, `measurements/circuits.csv`), the head maps of score-dcv
+Reads the metrics of every stage (`metrics/`: the probe splits, the base, each arm's training, evaluate-forgetting,
+score-dcv), the two tables (`measurements/models.csv`, `measurements/circuits.csv`), the head maps of score-dcv
 (`plots/dcv/heads/`) and the params that describe the setup. Writes `reports/report.md`, `reports/figures/*.png` and
 `reports/summary.json` (the verdict's numbers: also this run's MLflow metrics); the whole `reports/` directory is
 the run's artifact.
@@ -47,7 +47,8 @@ def load_data(layout, params):
                       arms={a: _json(layout.metrics(a)) for a in score["arms"]},
                       forgetting=_json(layout.metrics("evaluate-forgetting")), score=score, heads=heads,
                       table=MeasurementTable.read(layout.measurements),
-                      circuit_scores=read_table(layout.circuit_scores, CircuitScore))
+                      circuit_scores=read_table(layout.circuit_scores, CircuitScore),
+                      prepared=_json(layout.metrics("prepare-data")) if layout.metrics("prepare-data").is_file() else {})
 
 
 def run(ctx: StageContext, data) -> dict:

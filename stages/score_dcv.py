@@ -1,22 +1,27 @@
-"""Stage `score-dcv`: circuit vulnerability of every fine-tuned model, and DCV(a, b) = CV^a - CV^b with 95% CIs for
-every pair of arms in `dcv.pairs` (the first pair, sft vs rl, is the headline).
+"""Stage `score-dcv`: circuit vulnerability of every fine-tuned model, and DCV(a, b) = CV^a - CV^b with 95% intervals
+for every pair of arms in `dcv.pairs` (the first pair is the headline); which measure predicts forgetting.
 
     dcv stage score-dcv [--params params.yaml]
 
-Reads `circuits/` (stage extract-circuits: `base/<cap>.json`, `<arm>/seed-<s>/step-<n>/<cap>.json`) and the target
-accuracy of every checkpoint from the measurement table (`measurements/models.csv`, stage evaluate-forgetting).
-Two comparisons per pair:
+Reads `circuits/` (stage extract-circuits: `discovery/base/<cap>.json`, the base on the discovery split, where the
+base circuit C0 is chosen; `base/<cap>.json` and `<arm>/seed-<s>/step-<n>/<cap>.json` on the scoring split, where
+every measure is computed) and the measurement table (`measurements/models.csv`, stage evaluate-forgetting: target
+accuracy, forgetting on the forgetting split, forward KL, parameter distance). Two comparisons per pair:
 
 - equal steps: the last step that both arms have circuits for in every seed (the final step under matched
   budgets);
 - equal target accuracy: for each level of `dcv.accuracy_levels` (null: three levels from the base's accuracy up to
-  the highest one both arms reach), each seed's checkpoint nearest the level; the highest level is the headline.
+  the highest one every seed of both arms reaches), each seed's measures interpolated linearly in target accuracy
+  between the two checkpoints around the level (step 0 = the base); a level outside some seed's range is not
+  reported, and one where some seed's nearest measured checkpoint is further than `dcv.accuracy_tolerance` from it
+  is reported with its gap but is not the headline. The headline level is the highest one within the tolerance.
 
 Writes `metrics/score-dcv.json` (`comparisons.<a>-<b>`; the headline pair's also at the top level:
-`capabilities.<cap>.dcv`, `.ci95`, `.cv.<arm>`, ..., `mean`; `sanity`: DCV of the base against itself, CV of a
-circuit with its heads zeroed, the CI with shuffled arm labels), `measurements/circuits.csv` (every measure of every
-checkpoint, `dcv.scoring.scores.CircuitScore`) and `plots/dcv/`: `heads/<a>-<b>/<cap>.json` (head maps at equal
-steps), `by-step.csv` (CV per arm at every common step, means over capabilities and seeds) and `dcv.csv`.
+`capabilities.<cap>.dcv`, `.ci95`, `.cv.<arm>`, ..., `mean`; `base_circuits` with the guards' flags; `predictors`:
+R² of forgetting against each predictor; `checkpoints`: every checkpoint's model-level figures, read by `dcv sweep`;
+`sanity`: checks whose outcome is known), `measurements/circuits.csv` (every measure of every checkpoint,
+`dcv.scoring.scores.CircuitScore`) and `plots/dcv/`: `heads/<a>-<b>/<cap>.json` (head maps at equal steps),
+`by-step.csv` (CV per arm at every common step, means over capabilities and seeds) and `dcv.csv`.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ PARAMS = ["dcv", "common.arms", "common.seeds"]
 
 @dataclass
 class Inputs:
-    bases: dict  # capability -> Circuit of the base
+    bases: dict  # capability -> Circuit of the base on the scoring split
+    discovery: dict  # capability -> Circuit of the base on the discovery split
     circuits: dict  # (arm, seed, step) -> capability -> Circuit
     curves: dict  # arm -> seed -> step -> target accuracy (step 0 = the base)
     base_accuracy: float
+    table: object  # dcv.measurements.MeasurementTable
 
 
 def pair_name(pair) -> str:
@@ -44,13 +51,22 @@ def pair_name(pair) -> str:
 
 
 def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
-    """Every circuits file and the measured target accuracies, checked before the MLflow run opens."""
+    """Every circuits file and the measurement table, checked before the MLflow run opens."""
     from dcv.layout import BASE, model_id
     from dcv.measurements import MeasurementTable
-    from dcv.scoring.circuits import capabilities, check_compatible, load_circuit
+    from dcv.scoring.circuits import capabilities, check_compatible, check_discovery, load_circuit
+    from dcv.splits import DISCOVERY_MODEL
 
     caps = capabilities(layout.circuits)
     bases = {c: load_circuit(layout.circuit_file(BASE, c)) for c in caps}
+    disc = {}
+    for c in caps:
+        f = layout.circuit_file(DISCOVERY_MODEL, c)
+        if not f.is_file():
+            raise DcvError(f"{f}: not found (the base on the discovery split, where C0 is chosen; rerun stage "
+                           f"extract-circuits)")
+        disc[c] = load_circuit(f)
+        check_discovery(disc[c], bases[c])
     table = MeasurementTable.read(layout.measurements)
     circuits, curves = {}, {}
     for arm in arms:
@@ -70,13 +86,20 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
                     raise DcvError(f"{layout.measurements}: no rows of model {mid}, which has circuits "
                                    f"(rerun stage evaluate-forgetting)")
                 circuits[(arm, s, step)] = d
-    return Inputs(bases, circuits, curves, table.first(BASE).target_accuracy)
+    return Inputs(bases, disc, circuits, curves, table.first(BASE).target_accuracy, table)
 
 
-def _runs(inp: Inputs, chosen: dict[str, dict[int, int]]) -> dict:
-    """capability -> arm -> [Circuit of each seed's chosen step]."""
-    return {c: {a: [inp.circuits[(a, s, chosen[a][s])][c] for s in sorted(chosen[a])] for a in chosen}
-            for c in inp.bases}
+def _model(inp: Inputs, arm: str, seed: int, step: int, cap: str):
+    """The Circuit of (arm, seed, step) on a capability; step 0 is the base."""
+    return inp.bases[cap] if step == 0 else inp.circuits[(arm, seed, step)][cap]
+
+
+def _runs(inp: Inputs, chosen: dict[str, dict[int, list[tuple[int, float]]]]) -> dict:
+    """capability -> arm -> [Run of each seed]; chosen: arm -> seed -> [(step, weight)]."""
+    from dcv.scoring.dcv import Run
+
+    return {c: {a: [Run(s, tuple((_model(inp, a, s, st, c), w) for st, w in chosen[a][s])) for s in sorted(chosen[a])]
+                for a in chosen} for c in inp.bases}
 
 
 def _ablated(circuit, mask):
@@ -84,81 +107,202 @@ def _ablated(circuit, mask):
     return replace(circuit, effects=circuit.effects * ~mask, effects_per_pair=circuit.effects_per_pair * ~mask)
 
 
-def sanity(inp: Inputs, c0s: dict, pair: tuple[str, str], runs: dict, n_boot: int, seed: int) -> dict:
+def _forgetting(inp: Inputs, arm: str, seed: int, step: int) -> dict:
+    from dcv.layout import model_id
+
+    if step == 0:
+        return {"mean": 0.0, **{c: 0.0 for c in inp.table.capabilities}}
+    return inp.table.forgetting(model_id(arm, seed, step))
+
+
+ALPHA = 0.05
+
+
+def sanity(inp: Inputs, c0s: dict, pair: tuple[str, str], arms: list[str], seeds: list[int], final: int, cfg) -> dict:
+    """Checks whose outcome is known, each with `expected` and `passed`:
+
+    - `self`: DCV of the base against itself is 0 with an interval [0, 0]; `base_cv` 0; `ablated_cv` (the base
+      with its C0 heads zeroed) 1;
+    - `zeroed_vs_base`: a label-permutation test (labels swapped within probe pairs) of the base with its C0 heads
+      zeroed against the base must reject at 5%;
+    - `same_arm_seeds`: two seeds of the headline's first arm, compared as if they were two arms with the headline's
+      test (the seed variance pooled over every other run at the final step: every arm's seeds but these two), must
+      not reject. Beside it, the
+      pairs-only permutation test of the same two models: it rejects whenever the seeds differ beyond probe-pair
+      noise, which is why seeds are resampled (a diagnostic, not a check)."""
     import numpy as np
 
-    from dcv.scoring.dcv import compare, shuffled_ci
+    from dcv.scoring.dcv import Run, compare, pair_permutation
     from dcv.scoring.measures import score_model
 
-    n = len(next(iter(runs.values()))[pair[0]])
-    self_runs = {c: {a: [b] * n for a in pair} for c, b in inp.bases.items()}
-    self_cmp = compare(inp.bases, c0s, self_runs, pair, n_boot, np.random.default_rng([seed, 2])).summary["mean"]
-    ablated = [score_model(b, c0s[c], _ablated(b, c0s[c].mask(b.shape))) for c, b in inp.bases.items()]
-    return {
-        "self": {"dcv": self_cmp["dcv"], "ci95": self_cmp["ci95"]},
-        "base_cv": float(np.mean([score_model(b, c0s[c], b).cv for c, b in inp.bases.items()])),
+    g = cfg.guards.min_signal
+    rng = np.random.default_rng([cfg.seed, 9])
+    n = len(seeds)
+    self_runs = {c: {a: [Run.of(s, b) for s in seeds] for a in pair} for c, b in inp.bases.items()}
+    self_cmp = compare(inp.bases, c0s, self_runs, pair, cfg.n_bootstrap, np.random.default_rng([cfg.seed, 2]),
+                       cfg.n_permutations, g).summary["mean"]
+    zeroed = {c: _ablated(b, c0s[c].mask(b.shape)) for c, b in inp.bases.items()}
+    ablated = [score_model(b, c0s[c], zeroed[c], g) for c, b in inp.bases.items()]
+    perm = pair_permutation(inp.bases, c0s, zeroed, inp.bases, rng, cfg.n_permutations)
+    base_cv = float(np.mean([score_model(b, c0s[c], b, g).cv for c, b in inp.bases.items()]))
+    out = {
+        "self": {"dcv": self_cmp["dcv"], "ci95": self_cmp["ci95"], "expected": "0 with [0, 0]",
+                 "passed": bool(self_cmp["dcv"] == 0 and self_cmp["ci95"] == {"low": 0.0, "high": 0.0})},
+        "base_cv": base_cv,
         "ablated_cv": float(np.mean([s.cv for s in ablated])),
-        "ablated_v_min": float(min(np.nanmin(s.v) for s in ablated)),
-        "shuffled_arms": shuffled_ci(inp.bases, c0s, runs, pair, n_boot, np.random.default_rng([seed, 3])),
+        "ablated_v_min": float(min(np.nanmin(s.v) if np.isfinite(s.v).any() else np.nan for s in ablated)),
+        "zeroed_vs_base": {"test": "label permutation within probe pairs", **perm, "expected": "reject",
+                           "passed": bool(perm["p"] < ALPHA)},
     }
+    a = pair[0]
+    if n < 2:
+        out["same_arm_seeds"] = {"skipped": "one seed"}
+        return out
+    s0, s1 = seeds[0], seeds[1]
+    # Per-run CV at the final step of every arm and seed but the two compared: the pooled within-arm variance of
+    # one run's CV, independent of the difference it judges.
+    others = {x: [s for s in seeds if x != a or s not in (s0, s1)] for x in arms}
+    per = {c: {x: [score_model(inp.bases[c], c0s[c], inp.circuits[(x, s, final)][c], g).cv for s in others[x]]
+               for x in arms} for c in inp.bases}
+    per["mean"] = {x: list(np.mean([per[c][x] for c in inp.bases], axis=0)) if others[x] else [] for x in arms}
+    df = float(sum(max(len(v) - 1, 0) for v in per["mean"].values()))
+    if df < 1:
+        out["same_arm_seeds"] = {"skipped": "no other arm or seed to estimate the seed variance from"}
+        return out
+    pooled = {k: sum(float(np.var(v, ddof=1)) * (len(v) - 1) for v in per[k].values() if len(v) > 1) / df for k in per}
+    names = (f"{a}/seed-{s0}", f"{a}/seed-{s1}")
+    runs = {c: {names[0]: [Run.of(s0, inp.circuits[(a, s0, final)][c])],
+                names[1]: [Run.of(s1, inp.circuits[(a, s1, final)][c])]} for c in inp.bases}
+    seed_var = {k: {x: (pooled[k], df) for x in names} for k in pooled}
+    m = compare(inp.bases, c0s, runs, names, cfg.n_bootstrap, np.random.default_rng([cfg.seed, 4]),
+                cfg.n_permutations, g, seed_var).summary["mean"]
+    rejected = not (m["ci95"]["low"] <= 0.0 <= m["ci95"]["high"])
+    pairs_only = pair_permutation(inp.bases, c0s, {c: inp.circuits[(a, s0, final)][c] for c in inp.bases},
+                                  {c: inp.circuits[(a, s1, final)][c] for c in inp.bases}, rng, cfg.n_permutations)
+    out["same_arm_seeds"] = {"arm": a, "seeds": [s0, s1], "step": final, "dcv": m["dcv"], "ci95": m["ci95"],
+                             "se": m["se"], "df": m["df"], "seed_variance_pooled": pooled["mean"], "rejected": rejected,
+                             "expected": "not reject", "passed": not rejected,
+                             "pairs_only_permutation": {**pairs_only, "rejected": bool(pairs_only["p"] < ALPHA)}}
+    return out
 
 
 def _head_map(a) -> list:
     return [[None if v != v else float(v) for v in row] for row in a.tolist()]
 
 
+def _without_heads(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k != "heads"}
+
+
 def compare_pair(inp: Inputs, c0s: dict, pair: tuple[str, str], seeds: list[int], final: int, cfg, index: int):
     """Equal steps and equal target accuracy for one pair of arms: (summary, equal-steps Comparison)."""
     import numpy as np
 
-    from dcv.scoring.dcv import accuracy_levels, compare, nearest_checkpoint
+    from dcv.scoring.dcv import accuracy_levels, bracket, compare
+    from dcv.stats import mean
 
-    eq_steps = compare(inp.bases, c0s, _runs(inp, {a: {s: final for s in seeds} for a in pair}), pair,
-                       cfg.n_bootstrap, np.random.default_rng([cfg.seed, index, 0]))
-    # Equal target accuracy: each seed's checkpoint (with circuits, step > 0) nearest each level.
-    cand = {a: {s: {st: inp.curves[a][s][st] for (aa, ss, st) in inp.circuits if aa == a and ss == s and st > 0}
-                for s in seeds} for a in pair}
-    if any(not cand[a][s] for a in pair for s in seeds):
+    g = cfg.guards.min_signal
+    eq_steps = compare(inp.bases, c0s, _runs(inp, {a: {s: [(final, 1.0)] for s in seeds} for a in pair}), pair,
+                       cfg.n_bootstrap, np.random.default_rng([cfg.seed, index, 0]), cfg.n_permutations, g)
+    # Equal target accuracy: each seed's accuracy curve over the steps with circuits, from the base (step 0).
+    cand = {a: {s: {0: inp.base_accuracy, **{st: inp.curves[a][s][st] for (aa, ss, st) in inp.circuits
+                                              if aa == a and ss == s and st > 0}} for s in seeds} for a in pair}
+    if any(len(cand[a][s]) < 2 for a in pair for s in seeds):
         raise DcvError("every arm and seed needs circuits of a checkpoint after step 0")
-    mean_curves = {a: {st: float(np.mean([cand[a][s][st] for s in seeds]))
-                       for st in set.intersection(*(set(cand[a][s]) for s in seeds))} for a in pair}
-    levels = cfg.accuracy_levels or accuracy_levels(inp.base_accuracy, mean_curves)
-    by_level = []
+    levels = cfg.accuracy_levels if cfg.accuracy_levels is not None else accuracy_levels(inp.base_accuracy, cand)
+    by_level, skipped = [], []
     for i, level in enumerate(levels):
-        chosen = {a: {s: nearest_checkpoint(cand[a][s], level) for s in seeds} for a in pair}
+        br = {a: {s: bracket(cand[a][s], level) for s in seeds} for a in pair}
+        out = [(a, s) for a in pair for s in seeds if br[a][s] is None]
+        if out:
+            skipped.append({"level": level, "reason": "outside the target-accuracy range of "
+                            + ", ".join(f"{a} seed {s}" for a, s in out)})
+            continue
+        chosen = {a: {s: br[a][s]["terms"] for s in seeds} for a in pair}
         cmp = compare(inp.bases, c0s, _runs(inp, chosen), pair, cfg.n_bootstrap,
-                      np.random.default_rng([cfg.seed, index, 1, i]))
-        by_level.append((level, chosen, cmp))
-    head_level, _, head_cmp = by_level[-1]
+                      np.random.default_rng([cfg.seed, index, 1, i]), cfg.n_permutations, g)
+        worst = max(((a, s) for a in pair for s in seeds), key=lambda x: br[x[0]][x[1]]["gap"])
+        gap = br[worst[0]][worst[1]]["gap"]
+        def interp(a, s, f, chosen=chosen):
+            """A seed's value of f(arm, seed, step) at the level: its checkpoints' values, interpolated."""
+            return sum(w * f(a, s, st) for st, w in chosen[a][s])
+
+        caps = sorted(inp.bases)
+        forget = {a: {"mean": mean(interp(a, s, lambda a_, s_, st: _forgetting(inp, a_, s_, st)["mean"]) for s in seeds),
+                      **{c: mean(interp(a, s, lambda a_, s_, st, c=c: _forgetting(inp, a_, s_, st)[c]) for s in seeds)
+                         for c in inp.table.capabilities}} for a in pair}
+        by_level.append({
+            "level": level, "within_tolerance": bool(gap <= cfg.accuracy_tolerance), "gap": gap,
+            "largest_gap": {"arm": worst[0], "seed": worst[1], "steps": br[worst[0]][worst[1]]["steps"],
+                            "accuracies": br[worst[0]][worst[1]]["accuracies"]},
+            "checkpoints": {a: {str(s): [[st, w] for st, w in chosen[a][s]] for s in seeds} for a in pair},
+            "gaps": {a: {str(s): br[a][s]["gap"] for s in seeds} for a in pair},
+            "target_accuracy": {a: mean(interp(a, s, lambda a_, s_, st: cand[a_][s_][st]) for s in seeds) for a in pair},
+            "forgetting": forget,
+            "dcv": {**{c: cmp.summary["capabilities"][c]["dcv"] for c in caps}, "mean": cmp.summary["mean"]["dcv"]},
+            "ci95": {**{c: cmp.summary["capabilities"][c]["ci95"] for c in caps}, "mean": cmp.summary["mean"]["ci95"]},
+            "_cmp": cmp})
+    ok = [lv for lv in by_level if lv["within_tolerance"]]
+    head = ok[-1] if ok else None
     caps = {}
     for c, s in eq_steps.summary["capabilities"].items():
-        ea = {k: v for k, v in head_cmp.summary["capabilities"][c].items() if k != "heads"}
-        caps[c] = {**s, "equal_accuracy": {"level": head_level, **ea}}
+        ea = None if head is None else {"level": head["level"], "gap": head["gap"],
+                                        **_without_heads(head["_cmp"].summary["capabilities"][c])}
+        caps[c] = {**s, "equal_accuracy": ea}
+    mean_ea = None if head is None else {"level": head["level"], "gap": head["gap"], "forgetting": head["forgetting"],
+                                         **head["_cmp"].summary["mean"]}
     summary = {
         "arms": list(pair),
         "capabilities": caps,
-        "mean": {**eq_steps.summary["mean"], "equal_accuracy": {"level": head_level, **head_cmp.summary["mean"]}},
-        "equal_accuracy": {
-            "headline_level": head_level,
-            "levels": [{"level": lv, "checkpoints": {a: {str(s): st for s, st in ch[a].items()} for a in pair},
-                        "target_accuracy": {a: float(np.mean([inp.curves[a][s][ch[a][s]] for s in seeds])) for a in pair},
-                        "dcv": {**{c: v["dcv"] for c, v in cmp.summary["capabilities"].items()}, "mean": cmp.summary["mean"]["dcv"]},
-                        "ci95": {**{c: v["ci95"] for c, v in cmp.summary["capabilities"].items()}, "mean": cmp.summary["mean"]["ci95"]}}
-                       for lv, ch, cmp in by_level]},
+        "mean": {**eq_steps.summary["mean"], "equal_accuracy": mean_ea},
+        "equal_accuracy": {"headline_level": None if head is None else head["level"],
+                           "tolerance": cfg.accuracy_tolerance,
+                           "levels": [{k: v for k, v in lv.items() if k != "_cmp"} for lv in by_level],
+                           "skipped": skipped},
     }
-    return summary, eq_steps, head_cmp
+    return summary, eq_steps
+
+
+def predictor_points(inp: Inputs, rows: list) -> list[dict]:
+    """One point per checkpoint and capability: forgetting (forgetting split), CV and the logit-difference drop
+    (scoring split), forward KL and parameter distance (model-level), target and prior accuracy."""
+    t = inp.table
+    out = []
+    for r in rows:
+        first = t.first(r.model)
+        out.append({"model": r.model, "arm": r.arm, "seed": r.seed, "step": r.step, "capability": r.capability,
+                    "forgetting": t.forgetting(r.model)[r.capability], "cv": r.cv,
+                    "logit_diff_drop": r.logit_diff_drop, "forward_kl": first.forward_kl,
+                    "param_distance": first.param_distance, "target_accuracy": first.target_accuracy,
+                    "prior_accuracy": t.prior_accuracy(r.model)})
+    return out
+
+
+def base_circuit_entry(inp: Inputs, c0, c: str) -> dict:
+    b = inp.bases[c]
+    return {"method": b.method, "n_pairs": b.n_pairs, "n_pairs_discovery": inp.discovery[c].n_pairs,
+            "base_circuit": {"k": c0.k, "heads": [f"L{l}H{h}" for l, h in c0.heads],
+                             "faithfulness": c0.faithfulness, "faithfulness_scoring": c0.faithfulness_scoring,
+                             "reached": c0.reached, "selection_split": c0.selection_split, "n_heads": c0.n_heads,
+                             "preserved_chance": c0.chance_preserved, "preserved_levels": c0.k + 1,
+                             "majority": c0.majority,
+                             "unstable": {f"L{l}H{h}": why for (l, h), why in sorted(c0.unstable.items())}}}
 
 
 def run(ctx: StageContext, inp: Inputs) -> dict:
     import numpy as np
 
     from dcv.scoring.measures import base_circuit, score_model
+    from dcv.scoring.predictors import analyse, model_points
     from dcv.scoring.scores import CircuitScore
+    from dcv.splits import FORGETTING
     from dcv.tables import write_table
 
     t0 = time.perf_counter()
     cfg, seeds, arms = ctx.params.dcv, list(ctx.params.common.seeds), list(ctx.params.common.arms)
-    c0s = {c: base_circuit(b, cfg.faithfulness_target) for c, b in inp.bases.items()}
+    gd = cfg.guards
+    c0s = {c: base_circuit(inp.discovery[c], cfg.faithfulness_target, b, gd.min_relative, gd.se_multiple)
+           for c, b in inp.bases.items()}
     steps = {a: {s: sorted(st for (aa, ss, st) in inp.circuits if aa == a and ss == s) for s in seeds} for a in arms}
     common = sorted(set.intersection(*(set(steps[a][s]) for a in arms for s in seeds)))
     if not common:
@@ -169,32 +313,35 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
     rows = []
     for (a, s, st), d in sorted(inp.circuits.items()):
         for c, x in sorted(d.items()):
-            sc = score_model(inp.bases[c], c0s[c], x)
+            sc = score_model(inp.bases[c], c0s[c], x, gd.min_signal)
             rows.append(CircuitScore(model=x.model, arm=a, seed=s, step=st, capability=c,
                                      target_accuracy=inp.curves[a][s][st], cv=sc.cv, preserved=sc.preserved,
                                      rank_correlation=sc.rank_correlation,
-                                     faithfulness_retained=sc.faithfulness_retained, cross_model_cv=sc.cross_model_cv))
+                                     faithfulness_retained=sc.faithfulness_retained, cross_model_cv=sc.cross_model_cv,
+                                     logit_diff_drop=sc.logit_diff_drop))
 
     comparisons, maps = {}, {}
     for i, pair in enumerate(cfg.pairs):
-        summary, eq, _ = compare_pair(inp, c0s, tuple(pair), seeds, final, cfg, i)
+        summary, eq = compare_pair(inp, c0s, tuple(pair), seeds, final, cfg, i)
         comparisons[pair_name(pair)] = summary
         maps[pair_name(pair)] = (tuple(pair), eq.maps)
     head = pair_name(cfg.pairs[0])
-    per_cap = {c: {"method": inp.bases[c].method, "n_pairs": inp.bases[c].n_pairs,
-                   "base_circuit": {"k": c0s[c].k, "heads": [f"L{l}H{h}" for l, h in c0s[c].heads],
-                                    "faithfulness": c0s[c].faithfulness, "reached": c0s[c].reached}}
-               for c in sorted(inp.bases)}
+    per_cap = {c: base_circuit_entry(inp, c0s[c], c) for c in sorted(inp.bases)}
+    cap_points = predictor_points(inp, rows)
+    points = {"model": model_points(cap_points), "capability": cap_points}
     metrics = {
         "arms": arms, "seeds": seeds, "faithfulness_target": cfg.faithfulness_target, "n_bootstrap": cfg.n_bootstrap,
         "pairs": [list(p) for p in cfg.pairs], "headline": head,
+        "splits": {"selection": sorted({c.selection_split or "unknown" for c in c0s.values()}),
+                   "scoring": sorted({b.split or "unknown" for b in inp.bases.values()}), "forgetting": FORGETTING},
         "equal_steps": {"step": final, "common_steps": common},
         "base_circuits": per_cap,
         "comparisons": comparisons,
         "capabilities": {c: {**v, **per_cap[c]} for c, v in comparisons[head]["capabilities"].items()},
         "mean": comparisons[head]["mean"],
-        "sanity": sanity(inp, c0s, tuple(cfg.pairs[0]),
-                         _runs(inp, {a: {s: final for s in seeds} for a in cfg.pairs[0]}), cfg.n_bootstrap, cfg.seed),
+        "predictors": analyse(points, arms, cfg.n_bootstrap, np.random.default_rng([cfg.seed, 7])),
+        "checkpoints": points["model"],
+        "sanity": sanity(inp, c0s, tuple(cfg.pairs[0]), arms, seeds, final, cfg),
     }
 
     write_table(ctx.layout.circuit_scores, rows, CircuitScore)
@@ -203,6 +350,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
             for c, m in mp.items():
                 io.write_json(d / "heads" / name / f"{c}.json", io.json_safe({
                     "capability": c, "step": final, "arms": list(pair), "base_circuit": m["base_circuit"],
+                    "unstable": m["unstable"],
                     "base_effects": _head_map(m["base_effects"]), "v": {a: _head_map(m["v"][a]) for a in pair},
                     "dcv": _head_map(m["dcv"]),
                     "cross_model": {a: _head_map(m["cross_model"][a]) if m["cross_model"][a] is not None else None
@@ -215,8 +363,11 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
             for comp, part in (("equal-steps", None), ("equal-accuracy", "equal_accuracy")):
                 for c, v in [*summ["capabilities"].items(), ("mean", summ["mean"])]:
                     v = v if part is None else v[part]
+                    if v is None:
+                        continue
                     dcv_rows.append({"pair": name, "comparison": comp, "capability": c, "dcv": v["dcv"],
-                                     "low": v["ci95"]["low"], "high": v["ci95"]["high"]})
+                                     "low": v["ci95"]["low"], "high": v["ci95"]["high"],
+                                     "gap": v.get("gap", 0.0)})
         io.write_csv(d / "dcv.csv", list(dcv_rows[0]), dcv_rows)
     return ctx.finish(metrics, t0, ctx.layout.metrics("score-dcv"),
                       [(ctx.layout.plots("dcv"), "plots"), (ctx.layout.circuit_scores, None)])

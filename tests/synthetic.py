@@ -1,6 +1,7 @@
-"""Synthetic inputs of the late stages, in the documented formats: circuits JSON (the extract-circuits contract) and
-the measurement table (`dcv.measurements`). A fine-tuned model's head effects are the base's scaled by (1 - degradation), plus
-per-pair noise, so its CV is about the degradation."""
+"""Synthetic inputs of the late stages, in the documented formats: circuits JSON (the extract-circuits contract: the
+base on the discovery and the scoring split, every checkpoint on the scoring split) and the measurement table
+(`dcv.measurements`). A fine-tuned model's head effects are the base's scaled by (1 - degradation), plus per-pair
+noise, so its CV is about the degradation."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def _curve_f(e: np.ndarray, order: list[tuple[int, int]], ref: np.ndarray) -> li
 
 
 def circuit(model: str, cap: str, scale: float, n_pairs: int, rng: np.random.Generator, cross: bool = True,
-            zero: list[tuple[int, int]] = ()) -> dict:
-    e0 = base_effects(cap)
+            zero: list[tuple[int, int]] = (), split: str = "probes", e0: np.ndarray | None = None) -> dict:
+    e0 = base_effects(cap) if e0 is None else e0
     order = [(int(i) // SHAPE[1], int(i) % SHAPE[1]) for i in np.argsort(-np.abs(e0).ravel(), kind="stable")]
     mean = e0 * scale
     for l, h in zero:
@@ -50,7 +51,9 @@ def circuit(model: str, cap: str, scale: float, n_pairs: int, rng: np.random.Gen
          "faithfulness": {"k": list(range(SHAPE[0] * SHAPE[1] + 1)), "f": _curve_f(eff, own, eff), "cpr": 0.9},
          "base_circuit": {"order": [list(h) for h in order], "k": list(range(len(order) + 1)),
                           "f": _curve_f(eff, order, e0)},
-         "cross_model": None}
+         "discovery_circuit": {"order": [list(h) for h in order], "k": list(range(len(order) + 1)),
+                               "f": _curve_f(eff, order, e0), "cpr": 0.9},
+         "cross_model": None, "split": split}
     if cross and model != "base":
         x = e0 * (1.0 - scale)
         xp = x[None] + rng.normal(0.0, 0.01, (n_pairs, *SHAPE))
@@ -76,9 +79,11 @@ def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int
     degrade = degrade or {"sft": 0.6, "rl": 0.15}
     arms = list(degrade)
     rng = np.random.default_rng(0)
-    rows = [Measurement("base", "base", None, 0, False, c, 1.0, 3.0, 0.25, 1.0, 0.0, 0.0) for c in caps]
+    rows = [Measurement("base", "base", None, 0, False, c, 1.0, 3.0, 0.25, 1.0, 0.0, 0.0, 0.0) for c in caps]
     for c in caps:
         io.write_json(root / "circuits/base" / f"{c}.json", circuit("base", c, 1.0, n_pairs, rng))
+        io.write_json(root / "circuits/discovery/base" / f"{c}.json",
+                      circuit("discovery/base", c, 1.0, n_pairs, np.random.default_rng([7, len(c)]), split="discovery"))
     for arm in arms:
         for s in seeds:
             for st in steps:
@@ -89,7 +94,7 @@ def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int
                 for c in caps:
                     io.write_json(root / f"circuits/{mid}/{c}.json", circuit(mid, c, 1.0 - dg, n_pairs, r))
                     rows.append(Measurement(mid, arm, s, st, st == steps[-1], c, 1.0 - dg / 2, 3.0 * (1 - dg),
-                                            accuracy(src, st, s), 0.5, dg, dg))
+                                            accuracy(src, st, s), 0.5, dg, dg, 10.0 * dg))
     if table:
         write_table(root / "measurements/models.csv", rows, Measurement)
     return root

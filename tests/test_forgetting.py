@@ -39,7 +39,7 @@ def test_forgetting_and_adaptation_step():
 
 
 def test_summarize_means_spread_and_per_capability():
-    """Seeds aligned by step (seed 1 has an extra checkpoint), sample SD over seeds."""
+    """Seeds aligned by step, not by list position (seed 1 has an extra checkpoint), sample SD over seeds."""
     from dcv.forgetting import summarize
 
     def rows(mid, arm, seed, step, t, a, kl):
@@ -104,6 +104,13 @@ def test_stage_measures_every_checkpoint(tiny: Path, workdir: Path):
         assert set(a["capabilities"]) == caps and "adaptation_steps" in a
         assert a["forgetting"] == pytest.approx(sum(v["forgetting"] for v in a["capabilities"].values()) / 5)
     assert m["arms"]["sft"]["forward_kl"] > m["arms"]["rl"]["forward_kl"]  # 4x the weight noise
+    # Parameter distance: 0 for the base, growing with the noise (sigma * step / 6 per weight, 4x for sft).
+    assert m["base"]["param_distance"] == 0.0
+    for arm in ("sft", "rl"):
+        rows = m["arms"][arm]["seeds"]["0"]["checkpoints"]
+        assert rows[1]["param_distance"] > 0
+        assert rows[2]["param_distance"] == pytest.approx(2 * rows[1]["param_distance"], rel=0.05)
+    assert m["arms"]["sft"]["param_distance"] == pytest.approx(4 * m["arms"]["rl"]["param_distance"], rel=0.05)
     plots = workdir / "plots/forgetting"
     assert sorted(p.name for p in plots.iterdir()) == ["curves.csv"]
     assert (plots / "curves.csv").read_text().splitlines()[0].startswith("arm,step,target_accuracy,")
@@ -139,6 +146,12 @@ def test_stage_measures_every_checkpoint(tiny: Path, workdir: Path):
 
 def test_missing_checkpoints_and_bad_params(tiny: Path, workdir: Path):
     _copy_project(tiny, workdir)
+    write_params(workdir / "params.yaml", TWO_ARMS)
+    forgetting = workdir / "data/prepared/forgetting"
+    shutil.move(forgetting, workdir / "forgetting-split")  # accuracy is measured on the forgetting split only
+    r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
+    assert r.exit_code == 2 and "data/prepared/forgetting: no probe sets" in r.output, r.output
+    shutil.move(workdir / "forgetting-split", forgetting)
     write_params(workdir / "params.yaml", {**TWO_ARMS, "common": {"arms": ["sft", "rl"], "seeds": [0, 3]}})
     r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
     assert r.exit_code == 2 and "models/sft/seed-3/checkpoints: no step-<n> checkpoints" in r.output, r.output

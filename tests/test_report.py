@@ -58,7 +58,7 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
     figs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
     assert {f.split("/")[1] for f in figs} == {
         "target-accuracy.png", "prior-accuracy.png", "pareto.png", "heads-ioi.png", "heads-induction.png", "dcv-sft-rl.png",
-        "forgetting-vs-cv-and-kl.png", "forgetting-vs-dcv-paired.png"}
+        "forgetting-vs-predictors.png", "forgetting-vs-dcv-paired.png"}
     for f in figs:
         assert (rep / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Every caption is one line in italics right after its figure.
@@ -77,8 +77,23 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
     assert "DCV > 0 with its 95% CI above 0 at equal steps (step 6)" in text
     lo, hi = sc["mean"]["ci95"]["low"], sc["mean"]["ci95"]["high"]
     assert f"{sc['mean']['dcv']:.3f} [{lo:.3f}, {hi:.3f}]" in text
-    r2 = summary["r2"]["forgetting_vs_cv"]
-    assert r2["n"] == 2 * 2 * 2 and f"R² = {r2['r2']:.2f}" in text
+    pr = sc["predictors"]["capability"]
+    assert pr["n_points"] == 2 * 2 * 2 * 2 and pr["n_runs"] == 4  # arms x seeds x steps x capabilities; runs
+    cv = pr["predictors"]["cv"]["pooled"]
+    assert f"{cv['r2']:.2f} [{cv['ci95']['low']:.2f}, {cv['ci95']['high']:.2f}]" in text
+    assert summary["r2"]["capability"]["cv"]["pooled"] == cv["r2"]
+    verdict = summary["cv_vs_logit_diff_drop"]["capability"]
+    assert ("CV earns its place" in text) == (verdict == {"pooled": "beats", "arm_fe": "beats"})
+    assert "does not earn its place" in text or "CV earns its place" in text
+    # Equal accuracy: the tiny models gain no target accuracy, so there is no level to compare at; the report says
+    # so (and would list every level beyond the tolerance with its gap).
+    assert sc["mean"]["equal_accuracy"] is None and "DCV at equal target accuracy is not reported" in text
+    for lv in sc["comparisons"]["sft-rl"]["equal_accuracy"]["levels"]:
+        assert f"{lv['gap']:.3f} (beyond tolerance)" in text
+    # Statistics, splits, flags and the sanity checks that can fail.
+    assert "t·√(V_seed + V_pair)" in text and "discovery split" in text and "P by chance" in text
+    assert summary["sanity_passed"] == {"self": True, "zeroed_vs_base": True, "same_arm_seeds": True}
+    assert "must reject at 5%" in text and "FAILED" not in text
     assert "toy-world Qwen2" in text and "seeds | 0, 1" in text
     # MLflow: the run, its verdict numbers and the report as an artifact.
     import mlflow
@@ -139,3 +154,22 @@ def test_dvc_reruns_only_what_a_param_feeds(tmp_path: Path, monkeypatch):
     assert r.returncode == 0, r.stdout + r.stderr
     html = (tmp_path / "plots-html/index.html").read_text()
     assert "target accuracy vs step" in html and "circuit vulnerability vs step" in html
+
+
+def test_equal_accuracy_verdict_names_the_gap_or_why_there_is_no_level():
+    from dcv.report.document import equal_accuracy_verdict
+
+    lv = {"level": 0.9, "gap": 0.1, "within_tolerance": False,
+          "largest_gap": {"arm": "sft", "seed": 0, "steps": [100, 200], "accuracies": [0.7, 1.0]}}
+    cmp = {"equal_accuracy": {"tolerance": 0.05, "levels": [lv], "skipped": []}, "mean": {"equal_accuracy": None},
+           "capabilities": {}}
+    text = equal_accuracy_verdict(cmp, [], "sft", "rl")
+    assert "not reported as a headline" in text and "SFT seed 0 goes from 0.70 at step 100 to 1.00 at step 200" in text
+    cmp["equal_accuracy"]["levels"] = []
+    assert "no level lies within every seed's range" in equal_accuracy_verdict(cmp, [], "sft", "rl")
+    ci = {"low": 0.1, "high": 0.3}
+    cmp = {"equal_accuracy": {"tolerance": 0.05, "levels": [], "skipped": []},
+           "mean": {"equal_accuracy": {"level": 0.8, "gap": 0.02, "dcv": 0.2, "ci95": ci}},
+           "capabilities": {"ioi": {"equal_accuracy": {"ci95": ci}}}}
+    text = equal_accuracy_verdict(cmp, ["ioi"], "sft", "rl")
+    assert text.startswith("DCV > 0 with its 95% CI above 0 at equal target accuracy (0.800, gap ≤ 0.020)")

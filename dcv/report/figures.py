@@ -109,9 +109,11 @@ def dcv_bars(rows: list[dict], path: Path, ylabel: str = "DCV = CV(SFT) − CV(R
 
 
 def scatter_fits(panels: list[dict], path: Path) -> None:
-    """Side-by-side scatters with their least-squares line and R²; each panel: x, y, arm (colours), labels, fit."""
+    """Side-by-side scatters with their least-squares line and R²; each panel: x, y, arm (colours), labels, fit, and
+    optionally its title (default: the fit's R²)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(4.2 * len(panels), 16.0), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, p in zip(axes[0], panels):
         groups = sorted(set(p["group"]))
         for i, g in enumerate(groups):
@@ -120,10 +122,10 @@ def scatter_fits(panels: list[dict], path: Path) -> None:
                        label=g.upper())
         fit = p["fit"]
         if np.isfinite(fit["r2"]):
-            xs = np.linspace(min(p["x"]), max(p["x"]), 20)
+            xs = np.linspace(np.nanmin(p["x"]), np.nanmax(p["x"]), 20)
             ax.plot(xs, fit["intercept"] + fit["slope"] * xs, "k--", lw=1)
         r2 = f"{fit['r2']:.2f}" if np.isfinite(fit["r2"]) else "n/a"
-        ax.set_title(f"R² = {r2} (n = {fit['n']})")
+        ax.set_title(p.get("title", f"R² = {r2}") + f" (n = {fit['n']})", fontsize=8)
         ax.set_xlabel(p["xlabel"])
         ax.set_ylabel(p["ylabel"])
         if len(groups) > 1:

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 WEAK_R2 = 0.1  # below this, a linear fit is said to explain little of the variance
 
 
 def r_squared(x: list[float], y: list[float]) -> dict:
     """Ordinary least squares y = a + b x: R^2, slope, intercept and n (R^2 NaN with < 3 points or constant x)."""
-    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(xa) & np.isfinite(ya)
-    xa, ya = xa[ok], ya[ok]
-    n = int(xa.size)
-    if n < 3 or np.ptp(xa) == 0:
-        return {"r2": float("nan"), "slope": float("nan"), "intercept": float("nan"), "n": n}
-    b, a = np.polyfit(xa, ya, 1)
-    ss_res = float(((ya - (a + b * xa)) ** 2).sum())
-    ss_tot = float(((ya - ya.mean()) ** 2).sum())
-    return {"r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"), "slope": float(b), "intercept": float(a), "n": n}
+    from dcv.stats import ols
+
+    return ols(x, y)
 
 
 def fmt(x: float | None, nd: int = 3) -> str:
@@ -86,14 +77,28 @@ def dcv_verdict(name: str, dcv: float, ci: dict, n_caps_above: int, n_caps: int,
             f"{n_caps_above} of {n_caps} CIs lie above 0.")
 
 
-def predictor_verdict(fit_cv: dict, fit_kl: dict) -> str:
-    a, b = fit_cv["r2"], fit_kl["r2"]
-    base = (f"Across {fit_cv['n']} checkpoints (all arms and seeds), circuit vulnerability CV explains R² = {fmt(a, 2)} "
-            f"of the variance in forgetting and forward KL R² = {fmt(b, 2)}")
-    if not (math.isfinite(a) and math.isfinite(b)):
-        return base + "; too few points for a comparison."
-    if max(a, b) < WEAK_R2:
-        return base + f": neither explains much of it (both R² < {WEAK_R2:.2f})."
-    better = "circuit vulnerability" if a > b else "forward KL" if b > a else "neither"
-    return base + (f": {better} is the better linear predictor of forgetting here." if better != "neither"
-                   else ": they predict forgetting equally well here.")
+def r2_text(d: dict) -> str:
+    return f"{fmt(d['r2'], 2)} [{fmt(d['ci95'].get('low'), 2)}, {fmt(d['ci95'].get('high'), 2)}]"
+
+
+def predictor_verdict(table: dict, level: str) -> str:
+    """Does CV earn its place? It must explain forgetting (measured on the forgetting split) better than the clean
+    logit-difference drop on the same scoring pairs CV is computed on, pooled and with an arm fixed effect."""
+    p = table["predictors"]
+    cmp = table["cv_vs_logit_diff_drop"]
+    unit = "checkpoint and capability" if level == "capability" else "checkpoint (means over capabilities)"
+    base = (f"Per {unit} ({table['n_points']} points from {table['n_runs']} runs; 95% intervals resample whole runs), "
+            f"forgetting on the forgetting split is explained by circuit vulnerability CV with R² = "
+            f"{r2_text(p['cv']['pooled'])} pooled and {r2_text(p['cv']['arm_fe'])} within arms (arm fixed effect), "
+            f"by the clean logit-difference drop on the same scoring pairs with {r2_text(p['logit_diff_drop']['pooled'])} "
+            f"and {r2_text(p['logit_diff_drop']['arm_fe'])}, by forward KL with {r2_text(p['forward_kl']['pooled'])} "
+            f"and {r2_text(p['forward_kl']['arm_fe'])}, by the weights' distance to the base with "
+            f"{r2_text(p['param_distance']['pooled'])} and {r2_text(p['param_distance']['arm_fe'])}")
+    words = {"beats": "exceeds", "loses": "falls short of", "unresolved": "is not resolved from"}
+    parts = [f"{name} CV's R² {words[cmp[k]['verdict']]} the logit-difference drop's (difference "
+             f"{fmt(cmp[k]['delta_r2'], 2)} [{fmt(cmp[k]['ci95'].get('low'), 2)}, {fmt(cmp[k]['ci95'].get('high'), 2)}])"
+             for k, name in (("pooled", "Pooled,"), ("arm_fe", "within arms,"))]
+    earns = all(cmp[k]["verdict"] == "beats" for k in ("pooled", "arm_fe"))
+    tail = ("so CV earns its place as a predictor beyond the plain drop in logit difference" if earns else
+            "so CV does not earn its place beyond the plain drop in logit difference here")
+    return base + ". " + "; ".join(parts) + f": {tail}."

@@ -1,12 +1,14 @@
 """The circuits JSON of stage `extract-circuits`: one file per model and capability, checked on reading.
 
-    circuits/base/<capability>.json
+    circuits/discovery/base/<capability>.json      the base on the discovery split (C0 is chosen from it)
+    circuits/base/<capability>.json                the base on the scoring split
     circuits/<arm>/seed-<s>/step-<n>/<capability>.json
 
 Each holds the signed head effects e_h (mean over pairs, and per pair: `effects_per_pair`, pairs in the same
-order in every model), the model's own faithfulness curve, `base_circuit` (F of the base ranking's top-k in this
-model, at every k) and, for fine-tuned models, the cross-model head effects. A file that breaks this contract is a
-DcvError naming the file and the key.
+order in every model of a split), the mean metric on clean and all-ablated input, the model's own faithfulness
+curve, `base_circuit` (F of the base's scoring ranking's top-k in this model), `discovery_circuit` (F of the base's
+discovery ranking's top-k in this model, on the scoring pairs) and, for fine-tuned models, the cross-model head
+effects. A file that breaks this contract is a DcvError naming the file and the key.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Circuit:
     cross_effects: np.ndarray | None
     cross_effects_per_pair: np.ndarray | None
     path: Path
+    metric_clean: float | None = None  # mean m on clean input (the clean logit difference on these pairs)
+    metric_empty: float | None = None  # mean m with every head mean-ablated
+    discovery: dict | None = None  # {"order", "k", "f"}: F of the base's discovery top-k in this model
+    split: str | None = None  # the probe split the file was measured on
 
     @property
     def n_pairs(self) -> int:
@@ -50,6 +56,25 @@ class Circuit:
     def base_f_at(self, k: int) -> float:
         """F(C0_k | this model) for a base-ranking circuit size k listed in `base_circuit.k`."""
         return self.base_f[self.base_k.index(k)]
+
+    def circuit_f(self, order: list[tuple[int, int]], k: int) -> float | None:
+        """F in this model of the top-k heads of `order` (the base's discovery or scoring ranking), read from the
+        curve of this file that follows that ranking; None when none does or k is not measured there."""
+        curves = [(self.base_order, self.base_k, self.base_f)]
+        if self.discovery is not None:
+            curves.insert(0, (self.discovery["order"], self.discovery["k"], self.discovery["f"]))
+        for o, ks, fs in curves:
+            if list(o[:k]) == list(order[:k]) and k in ks:
+                f = fs[ks.index(k)]
+                return float("nan") if f is None else float(f)
+        return None
+
+    @property
+    def signal(self) -> float | None:
+        """m(M) - m(empty): what faithfulness divides by (None when the file has no metric means)."""
+        if self.metric_clean is None or self.metric_empty is None:
+            return None
+        return self.metric_clean - self.metric_empty
 
 
 def _array(path: Path, d: dict, key: str, ndim: int, shape: tuple | None = None) -> np.ndarray:
@@ -102,10 +127,26 @@ def load_circuit(path: Path) -> Circuit:
         cross_e = _array(path, cross, "effects", 2, shape)
         if cross.get("effects_per_pair") is not None:
             cross_pp = _array(path, cross, "effects_per_pair", 3, shape)
+    metric = d.get("metric") or {}
+    disc = d.get("discovery_circuit")
+    if disc is not None:
+        try:
+            disc = {"order": [(int(l), int(h)) for l, h in disc["order"]], "k": [int(k) for k in disc["k"]],
+                    "f": [None if f is None else float(f) for f in disc["f"]]}
+        except (KeyError, TypeError, ValueError):
+            raise DcvError(f"{path}: discovery_circuit: needs 'order', 'k' and 'f'") from None
+        if len(disc["k"]) != len(disc["f"]):
+            raise DcvError(f"{path}: discovery_circuit: 'k' and 'f' must be of equal length")
+
+    def num(key):
+        v = metric.get(key)
+        return None if v is None else float(v)
+
     return Circuit(model=str(d["model"]), capability=str(d["capability"]), method=str(d.get("method", "unknown")),
                    effects=effects, effects_per_pair=per_pair, abs_effects=abs_effects,
                    faithfulness=d.get("faithfulness") or {}, base_order=order, base_k=base_k, base_f=base_f,
-                   cross_effects=cross_e, cross_effects_per_pair=cross_pp, path=path)
+                   cross_effects=cross_e, cross_effects_per_pair=cross_pp, path=path, metric_clean=num("clean"),
+                   metric_empty=num("empty"), discovery=disc, split=d.get("split"))
 
 
 def capabilities(circuits_dir: Path) -> list[str]:
@@ -118,10 +159,28 @@ def capabilities(circuits_dir: Path) -> list[str]:
 
 
 def check_compatible(base: Circuit, other: Circuit) -> None:
-    """Same heads and the same probe pairs as the base circuit, or a DcvError naming the file."""
+    """Same heads, the same probe split and pairs and the same base rankings as the base circuit, or a DcvError
+    naming the file."""
     if other.shape != base.shape:
         raise DcvError(f"{other.path}: {other.shape[0]} layers x {other.shape[1]} heads, the base has {base.shape}")
     if other.n_pairs != base.n_pairs:
         raise DcvError(f"{other.path}: effects_per_pair: {other.n_pairs} pairs, the base has {base.n_pairs}")
+    if other.split != base.split:
+        raise DcvError(f"{other.path}: split: {other.split}, the base in {base.path} was measured on {base.split}")
     if other.base_order != base.base_order:
         raise DcvError(f"{other.path}: base_circuit.order: differs from the base's ranking in {base.path}")
+    if (other.discovery or {}).get("order") != (base.discovery or {}).get("order"):
+        raise DcvError(f"{other.path}: discovery_circuit.order: differs from the base's in {base.path}")
+
+
+def check_discovery(discovery: Circuit, base: Circuit) -> None:
+    """The base on the discovery split against the base on the scoring split: the same heads, different pairs
+    (split names), and the scoring files' `discovery_circuit` follows the discovery ranking."""
+    if discovery.shape != base.shape:
+        raise DcvError(f"{discovery.path}: {discovery.shape} heads, the base on the scoring split has {base.shape}")
+    if discovery.split is not None and discovery.split == base.split:
+        raise DcvError(f"{discovery.path}: split: {discovery.split}, the same split as {base.path} (C0 must be "
+                       f"chosen on pairs it is not scored on)")
+    if base.discovery is None or base.discovery["order"] != discovery.base_order:
+        raise DcvError(f"{base.path}: discovery_circuit: missing or not the ranking of {discovery.path} "
+                       f"(rerun stage extract-circuits)")

@@ -19,5 +19,6 @@ class CircuitScore:
     cv: float
     preserved: float
     rank_correlation: float | None
-    faithfulness_retained: float | None
+    faithfulness_retained: float | None  # empty: undefined (the guard of docs/design.md)
     cross_model_cv: float | None
+    logit_diff_drop: float | None = None  # 1 - m(Mx) / m(M0) on the same (scoring) pairs: a predictor baseline
