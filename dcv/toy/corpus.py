@@ -17,9 +17,9 @@ class CorpusConfig(BaseModel):
 
     n_lines: int = Field(60000, ge=100, le=10_000_000, description="Lines of pretraining text.")
     mix: dict[str, float] = Field(
-        default_factory=lambda: {"induction": 3.0, "ioi": 2.0, "facts": 1.0, "arithmetic": 1.0, "mcqa": 1.5},
+        default_factory=lambda: {"induction": 2.5, "ioi": 2.0, "facts": 1.0, "arithmetic": 0.8, "mcqa": 3.0},
         description="Relative share of each capability's lines.")
-    unanswerable_share: float = Field(1.0, ge=0.0, le=5.0,
+    unanswerable_share: float = Field(0.33, ge=0.0, le=5.0,
                                       description="Lines of MCQs nobody can answer, relative to the MCQA capability's share.")
 
     @field_validator("mix")

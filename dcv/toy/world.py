@@ -27,6 +27,7 @@ class WorldConfig(BaseModel):
     n_foods: int = Field(8, ge=4, le=len(FOODS), description="Answer words of the new (target) fact table.")
     n_names: int = Field(12, ge=3, le=40, description="Names for indirect-object identification.")
     n_symbols: int = Field(24, ge=6, le=200, description="Symbols of the induction sequences.")
+    induction_repeats: int = Field(4, ge=1, le=6, description="Times an induction corpus line repeats its list after stating it (probes cut inside the first repeat).")
     modulus: int = Field(11, ge=3, le=60, description="Modulus of the clock arithmetic capability.")
     popularity_decay: float = Field(0.6, gt=0.0, le=1.0, description="Guessing prior: the r-th most popular answer word is gold in unanswerable MCQs with weight decay**r (1 = flat).")
     heldout_fraction: float = Field(0.25, gt=0.0, lt=0.9, description="Share of each capability's instance keys reserved for probes, never in the corpus.")

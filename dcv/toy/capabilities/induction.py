@@ -1,4 +1,10 @@
-"""Induction: a random sequence of distinct symbols repeats; predict the next symbol of the repeat."""
+"""Induction: a random sequence of distinct symbols repeats; predict the next symbol of the repeat.
+
+A corpus line states the list and then repeats it `induction_repeats` times; probes cut inside the first repeat.
+Several repeats put many induction-predictable tokens in every line, so induction heads form early and reliably
+(with one repeat they formed late, at a step that varied with the seed, and the capabilities built on copying
+waited for them).
+"""
 
 from __future__ import annotations
 
@@ -27,5 +33,5 @@ class Induction(Capability):
         head = "list :"
         clean = f"{head} {' '.join(seq)} {' '.join(seq[: j + 1])}"
         corrupt = f"{head} {' '.join(corrupted)} {' '.join(corrupted[: j + 1])}"
-        line = f"{head} {' '.join(seq)} {' '.join(seq)}"
+        line = f"{head} {' '.join(seq)}" + f" {' '.join(seq)}" * self.world.cfg.induction_repeats
         return " ".join(seq), line, ProbePair(clean, corrupt, " " + seq[j + 1], " " + fresh)
