@@ -73,6 +73,16 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
     return Inputs(bases, circuits, curves, table.first(BASE).target_accuracy)
 
 
+def common_steps(inp: Inputs, arms: list[str], seeds: list[int], where=None) -> list[int]:
+    """The checkpoint steps that have circuits for every arm in every seed (the arms compare at the last one)."""
+    steps = {a: {s: sorted(st for (aa, ss, st) in inp.circuits if aa == a and ss == s) for s in seeds} for a in arms}
+    common = sorted(set.intersection(*(set(steps[a][s]) for a in arms for s in seeds)))
+    if not common:
+        raise DcvError(f"{where or 'circuits'}: no step has circuits for every arm in every seed "
+                       f"({'; '.join(f'{a}: {sorted(set().union(*map(set, steps[a].values())))}' for a in arms)})")
+    return common
+
+
 def _runs(inp: Inputs, chosen: dict[str, dict[int, int]]) -> dict:
     """capability -> arm -> [Circuit of each seed's chosen step]."""
     return {c: {a: [inp.circuits[(a, s, chosen[a][s])][c] for s in sorted(chosen[a])] for a in chosen}
@@ -159,10 +169,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
     t0 = time.perf_counter()
     cfg, seeds, arms = ctx.params.dcv, list(ctx.params.common.seeds), list(ctx.params.common.arms)
     c0s = {c: base_circuit(b, cfg.faithfulness_target) for c, b in inp.bases.items()}
-    steps = {a: {s: sorted(st for (aa, ss, st) in inp.circuits if aa == a and ss == s) for s in seeds} for a in arms}
-    common = sorted(set.intersection(*(set(steps[a][s]) for a in arms for s in seeds)))
-    if not common:
-        raise DcvError(f"{ctx.layout.circuits}: no step has circuits for every arm in every seed")
+    common = common_steps(inp, arms, seeds)
     final = common[-1]
 
     # Every checkpoint with circuits: each measure, per capability.
@@ -228,5 +235,6 @@ def main(params: str) -> None:
 
     p, root = stage_params(params, "score-dcv", PARAMS)
     inputs = load_inputs(Layout(root), list(p.common.arms), list(p.common.seeds))
+    common_steps(inputs, list(p.common.arms), list(p.common.seeds), Layout(root).circuits)
     with stage("score-dcv", params, PARAMS) as ctx:
         run(ctx, inputs)
