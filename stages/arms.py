@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -227,6 +228,24 @@ def launch_command(arm: str, params_path: Path, launch, cpu: bool) -> list[str]:
     return cmd + ["-m", "stages.cli", "stage", arm, "--params", str(params_path.resolve())]
 
 
+def run_launcher(cmd: list[str], env: dict, grace_s: float = 60.0) -> int:
+    """Run `accelerate launch` in its own process group; when this process is interrupted (SIGINT, SIGTERM), the
+    whole group gets SIGTERM, so every rank ends its run and removes its temporaries (SIGKILL after `grace_s`)."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+        raise
+
+
 def main(name: str, params: str) -> None:
     """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run).
 
@@ -243,7 +262,7 @@ def main(name: str, params: str) -> None:
         from dcv.models import resolve_device
 
         cmd = launch_command(name, Path(params), p.common.launch, resolve_device(p.common.device).type == "cpu")
-        rc = subprocess.run(cmd, env={**os.environ, LAUNCHED: "1"}).returncode
+        rc = run_launcher(cmd, {**os.environ, LAUNCHED: "1"})
         if rc:
             raise DcvError(f"{name}: `accelerate launch` exited with status {rc} (its error is above)")
         return

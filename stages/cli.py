@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Callable
 
 import typer
@@ -40,8 +41,8 @@ def _call(fn: Callable[[], None]) -> None:
     SIGTERM end it with 130 and 143."""
     from dcv.errors import DcvError, Interrupted
 
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, _on_signal)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         fn()
     except KeyboardInterrupt as e:
@@ -59,6 +60,9 @@ def _call(fn: Callable[[], None]) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         typer.echo(f"error: {type(e).__name__}: {first} (rerun with --debug for the traceback)", err=True)
         raise typer.Exit(2) from None
+    finally:
+        for s, handler in previous.items():  # as they were (the CLI may be called in-process, e.g. by tests)
+            signal.signal(s, handler)
 
 
 @app.command("check")

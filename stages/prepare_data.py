@@ -94,27 +94,20 @@ def tokenizer(name: str, words: set[str], where: str, resolve=None):
 
 
 def probe_sets(world, p, where: str) -> dict:
-    """The probe splits; a split that asks more held-out pairs than a capability has is named by its key."""
+    """The probe splits; a split that asks more held-out pairs than a capability has is named by its key. Splits
+    are drawn in order, each depending only on those before it, so drawing one more split at a time names the
+    first that fails at the cost of one failing draw."""
     from dcv.toy.corpus import build_probe_sets
 
     keys = {"validation": "data.n_validation", "probes": "data.probes.n_pairs", "protection": "data.probes.n_protection"}
     sizes = {"validation": p.n_validation, "probes": p.probes.n_pairs, "protection": p.probes.n_protection}
-    try:
-        return build_probe_sets(world, p.capabilities, sizes)
-    except ValueError as e:
-        failing = next(s for s in SPLITS if _fails(world, p.capabilities, {k: sizes[k] for k in SPLITS[: SPLITS.index(s) + 1]}))
-        raise DcvError(f"{where}: {keys[failing]}: {e} (splits are drawn in the order "
-                       f"{', '.join(keys[s] for s in SPLITS)}, disjoint)") from None
-
-
-def _fails(world, caps, sizes) -> bool:
-    from dcv.toy.corpus import build_probe_sets
-
-    try:
-        build_probe_sets(world, caps, sizes)
-    except ValueError:
-        return True
-    return False
+    for i, split in enumerate(SPLITS):
+        try:
+            sets = build_probe_sets(world, p.capabilities, {k: sizes[k] for k in SPLITS[: i + 1]})
+        except ValueError as e:
+            raise DcvError(f"{where}: {keys[split]}: {e} (the splits {', '.join(keys[s] for s in SPLITS)} are "
+                           f"disjoint, drawn in this order)") from None
+    return sets
 
 
 def check_known_tokens(tok, rows: list[dict], name: str, files: str) -> None:
