@@ -134,6 +134,43 @@ def check_store(root: Path) -> str:
     return uri
 
 
+def _running(client, experiment_id: str, stage: str, host: str):
+    """(run, pid, alive) of each RUNNING run of `stage` that records its process on `host` (runs of other hosts,
+    or written before runs recorded their process, cannot be told apart and are left out)."""
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`dcv.stage` = '{stage}'",
+                              max_results=10_000)
+    for r in runs:
+        t = r.data.tags
+        if t.get("dcv.host") == host and t.get("dcv.pid", "").isdigit():
+            pid = int(t["dcv.pid"])
+            yield r, pid, pid != os.getpid() and process_alive(pid, t.get("dcv.pid_start") or None)
+
+
+def _refuse_if_ours(run, pid: int, stage: str, root: str) -> None:
+    if run.data.tags.get("dcv.root") == root and "mlflow.parentRunId" not in run.data.tags:
+        raise DcvError(f"stage {stage} is already running in {root} (pid {pid}, MLflow run {run.info.run_id}): "
+                       f"wait for it to end or stop it (kill {pid})")
+
+
+def refuse_concurrent(stage: str, experiment: str, root: Path) -> None:
+    """A DcvError when a live process on this host runs `stage` in this repository (read only: a store that does
+    not exist yet is not created; the stage's run checks again when it opens)."""
+    uri = default_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return
+    import mlflow
+
+    try:
+        client = mlflow.tracking.MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        running = list(_running(client, exp.experiment_id, stage, socket.gethostname())) if exp else []
+    except Exception as e:  # noqa: BLE001
+        raise _store_error(uri, e) from None
+    for r, pid, alive in running:
+        if alive:
+            _refuse_if_ours(r, pid, stage, str(Path(root).resolve()))
+
+
 class StageRun:
     """An open MLflow run of one stage; use as a context manager (`with StageRun(...) as run:`)."""
 
@@ -180,21 +217,12 @@ class StageRun:
     def _close_stale(self, client, experiment_id: str) -> None:
         """Mark FAILED the RUNNING runs of this stage (and their child runs) whose process on this host is gone;
         refuse to start while a live process runs this stage in this repository."""
-        host, root = self.tags["dcv.host"], self.tags["dcv.root"]
-        running = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`dcv.stage` = "
-                                     f"'{self.stage}'", max_results=10_000)
-        for r in running:
-            t = r.data.tags
-            if t.get("dcv.host") != host or not t.get("dcv.pid", "").isdigit():
-                continue  # another machine's, or written before runs recorded their process: cannot tell
-            pid, start = int(t["dcv.pid"]), t.get("dcv.pid_start") or None
-            if pid != os.getpid() and process_alive(pid, start):
-                if t.get("dcv.root") == root and "mlflow.parentRunId" not in t:
-                    raise DcvError(f"stage {self.stage} is already running in {root} (pid {pid}, MLflow run "
-                                   f"{r.info.run_id}): wait for it to end or stop it (kill {pid})")
+        for r, pid, alive in _running(client, experiment_id, self.stage, self.tags["dcv.host"]):
+            if alive:
+                _refuse_if_ours(r, pid, self.stage, self.tags["dcv.root"])
                 continue
-            client.set_tag(r.info.run_id, "dcv.closed", f"process {pid} on {host} was gone when a later run of "
-                                                         f"stage {self.stage} started (pid {os.getpid()})")
+            client.set_tag(r.info.run_id, "dcv.closed", f"process {pid} on {self.tags['dcv.host']} was gone when a "
+                                                         f"later run of stage {self.stage} started (pid {os.getpid()})")
             client.set_terminated(r.info.run_id, "FAILED")
             self.closed.append(r.info.run_id)
 

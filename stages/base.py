@@ -42,14 +42,14 @@ def load_target_eval(path) -> list[dict]:
     return rows
 
 
-def check_corpus_fits(tok, lines: list[str], max_len: int, where: str) -> None:
+def check_corpus_fits(tok, lines: list[str], max_len: int, where: str, note: str = "") -> None:
     """Every corpus line, with <bos> and <eos>, fits the model's positions; the error names the key and the line
-    (`where`:<line>)."""
+    (`where`:<line>, then `note`)."""
     lens = [len(x) + 1 for x in tok(lines, add_special_tokens=True)["input_ids"]]  # + <eos>
     longest = max(range(len(lens)), key=lens.__getitem__)
     if lens[longest] > max_len:
         n_over = sum(n > max_len for n in lens)
-        raise DcvError(f"base.model.max_position_embeddings: {max_len}, but {where}:{longest + 1} has "
+        raise DcvError(f"base.model.max_position_embeddings: {max_len}, but {where}:{longest + 1}{note} has "
                        f"{lens[longest]} tokens with <bos> and <eos> ({n_over} of {len(lines)} lines are longer)")
 
 

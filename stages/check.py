@@ -84,7 +84,7 @@ def check(params_path: str | Path) -> list[str]:
         lines = build_corpus(prep.world, p.data.corpus)
         try:
             base.check_corpus_fits(prep.tok, lines, p.base.model.max_position_embeddings,
-                                   "data/prepared/corpus/train.txt (as prepare-data writes it)")
+                                   "data/prepared/corpus/train.txt", " (as prepare-data writes it)")
         except DcvError as e:
             raise DcvError(f"{where}: {e}") from None
         tok = prep.tok

@@ -205,8 +205,8 @@ def load_params(path: str | Path) -> Params:
         raise DcvError(f"{path}: the top level must be a mapping of sections ({', '.join(Params.model_fields)})")
     missing = _missing(Params, raw)
     if missing:
-        raise DcvError(f"{path}: {missing} (every key is written out; params.yaml of the repository documents "
-                       f"each one)")
+        why = "" if "required)" in missing else " (every key is written out; params.yaml of the repository documents each one)"
+        raise DcvError(f"{path}: {missing}{why}")
     try:
         params = Params.model_validate(raw)
     except ValidationError as e:
