@@ -119,6 +119,8 @@ CASES = [
     Case("1", "`circuits.validate` deleted (an aliased key)", ["stage", "extract-circuits"],
          setup=params_dict(lambda p: p["circuits"].pop("validate"))),
     Case("1", "a key written twice", ["check"], setup=params_text(lambda t: t.replace("base:\n", "base:\n  seed: 1\n", 1))),
+    Case("1", "`base.train.lr` misspelt `lrr`", ["stage", "base"],
+         setup=params_dict(lambda p: p["base"]["train"].update(lrr=p["base"]["train"].pop("lr")))),
     Case("1", "unknown key `base.train.stepz`", ["stage", "base"], {"base": {"train": {"stepz": 10}}}),
     Case("1", "wrong type `base.train.steps: many`", ["stage", "base"], {"base": {"train": {"steps": "many"}}}),
     Case("1", "params.yaml not UTF-8", ["stage", "base"],

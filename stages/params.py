@@ -8,6 +8,7 @@ are the same values (a test keeps them equal), for use outside the pipeline.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -301,12 +302,15 @@ def _check_pairs(path: Path, p) -> None:
 def _missing(model: type[BaseModel], raw: dict, prefix: str = "") -> str | None:
     """The first schema key absent from `raw` (dotted) with what is missing, descending into sub-sections (a section
     written empty, `base:` alone, is missing all its keys); None when complete."""
+    known = [f.alias or name for name, f in model.model_fields.items()]
     for name, f in model.model_fields.items():
         key = f.alias or name
         ann = f.annotation
         section = isinstance(ann, type) and issubclass(ann, BaseModel)
         if key not in raw:
-            return f"{prefix}{key}: missing" + (" section" if section else "")
+            near = difflib.get_close_matches(key, [k for k in raw if k not in known], n=1)
+            return (f"{prefix}{key}: missing" + (" section" if section else "")
+                    + (f", but {prefix}{near[0]} is written (a misspelling?)" if near else ""))
         if section and raw[key] is None:
             return f"{prefix}{key}: empty section (its keys {', '.join(g.alias or n for n, g in ann.model_fields.items())} are required)"
         if isinstance(raw[key], dict) and section:

@@ -121,7 +121,9 @@ def test_empty_params_file_names_every_section(workdir: Path):
     (lambda p: p["common"].pop("torch_threads"), "params.yaml: common.torch_threads: missing"),
     (lambda p: p.update(base=None), "params.yaml: base: empty section (its keys kind, seed, model, train, hf"),
     (lambda p: p["circuits"].pop("validate"), "params.yaml: circuits.validate: missing"),
-], ids=["section", "key", "common-key", "empty-section", "aliased-key"])
+    (lambda p: p["base"]["train"].update(lrr=p["base"]["train"].pop("lr")),
+     "params.yaml: base.train.lr: missing, but base.train.lrr is written (a misspelling?)"),
+], ids=["section", "key", "common-key", "empty-section", "aliased-key", "misspelt-key"])
 @pytest.mark.parametrize("command", [["stage", "prepare-data"], ["stage", "base"], ["check"]])
 def test_missing_section_or_key_is_named(workdir: Path, edit, needle, command):
     _edit(workdir / "params.yaml", edit)
