@@ -134,21 +134,43 @@ def check_store(root: Path) -> str:
     return uri
 
 
-def _running(client, experiment_id: str, stage: str, host: str):
-    """(run, pid, alive) of each RUNNING run of `stage` that records its process on `host` (runs of other hosts,
-    or written before runs recorded their process, cannot be told apart and are left out)."""
-    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`dcv.stage` = '{stage}'",
-                              max_results=10_000)
-    for r in runs:
-        t = r.data.tags
+def _running(runs: list[tuple[str, dict]], host: str):
+    """(run id, tags, pid, alive) of each RUNNING run (given as (run id, tags)) that records its process on `host`
+    (runs of other hosts, or written before runs recorded their process, cannot be told apart and are left out)."""
+    for run_id, t in runs:
         if t.get("dcv.host") == host and t.get("dcv.pid", "").isdigit():
             pid = int(t["dcv.pid"])
-            yield r, pid, pid != os.getpid() and process_alive(pid, t.get("dcv.pid_start") or None)
+            yield run_id, t, pid, pid != os.getpid() and process_alive(pid, t.get("dcv.pid_start") or None)
 
 
-def _refuse_if_ours(run, pid: int, stage: str, root: str) -> None:
-    if run.data.tags.get("dcv.root") == root and "mlflow.parentRunId" not in run.data.tags:
-        raise DcvError(f"stage {stage} is already running in {root} (pid {pid}, MLflow run {run.info.run_id}): "
+def _running_runs(client, experiment_id: str, stage: str) -> list[tuple[str, dict]]:
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`dcv.stage` = '{stage}'",
+                              max_results=10_000)
+    return [(r.info.run_id, r.data.tags) for r in runs]
+
+
+def _running_runs_sqlite(db: Path, experiment: str, stage: str) -> list[tuple[str, dict]]:
+    """The same as `_running_runs`, read straight from a sqlite store (read only, without importing MLflow, which
+    takes seconds: a stage refused for running twice is refused at once)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        ids = [r[0] for r in con.execute(
+            "SELECT r.run_uuid FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+            "JOIN tags t ON t.run_uuid = r.run_uuid WHERE e.name = ? AND r.status = 'RUNNING' "
+            "AND r.lifecycle_stage = 'active' AND t.key = 'dcv.stage' AND t.value = ?", (experiment, stage))]
+        out = []
+        for rid in ids:
+            out.append((rid, dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (rid,)).fetchall())))
+        return out
+    finally:
+        con.close()
+
+
+def _refuse_if_ours(run_id: str, tags: dict, pid: int, stage: str, root: str) -> None:
+    if tags.get("dcv.root") == root and "mlflow.parentRunId" not in tags:
+        raise DcvError(f"stage {stage} is already running in {root} (pid {pid}, MLflow run {run_id}): "
                        f"wait for it to end or stop it (kill {pid})")
 
 
@@ -156,19 +178,27 @@ def refuse_concurrent(stage: str, experiment: str, root: Path) -> None:
     """A DcvError when a live process on this host runs `stage` in this repository (read only: a store that does
     not exist yet is not created; the stage's run checks again when it opens)."""
     uri = default_uri(root)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        return
-    import mlflow
+    runs = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.is_file():
+            return
+        try:
+            runs = _running_runs_sqlite(db, experiment, stage)
+        except Exception:  # noqa: BLE001  (another schema: ask MLflow)
+            runs = None
+    if runs is None:
+        import mlflow
 
-    try:
-        client = mlflow.tracking.MlflowClient(uri)
-        exp = client.get_experiment_by_name(experiment)
-        running = list(_running(client, exp.experiment_id, stage, socket.gethostname())) if exp else []
-    except Exception as e:  # noqa: BLE001
-        raise _store_error(uri, e) from None
-    for r, pid, alive in running:
+        try:
+            client = mlflow.tracking.MlflowClient(uri)
+            exp = client.get_experiment_by_name(experiment)
+            runs = _running_runs(client, exp.experiment_id, stage) if exp else []
+        except Exception as e:  # noqa: BLE001
+            raise _store_error(uri, e) from None
+    for run_id, tags, pid, alive in _running(runs, socket.gethostname()):
         if alive:
-            _refuse_if_ours(r, pid, stage, str(Path(root).resolve()))
+            _refuse_if_ours(run_id, tags, pid, stage, str(Path(root).resolve()))
 
 
 class StageRun:
@@ -217,14 +247,15 @@ class StageRun:
     def _close_stale(self, client, experiment_id: str) -> None:
         """Mark FAILED the RUNNING runs of this stage (and their child runs) whose process on this host is gone;
         refuse to start while a live process runs this stage in this repository."""
-        for r, pid, alive in _running(client, experiment_id, self.stage, self.tags["dcv.host"]):
+        host = self.tags["dcv.host"]
+        for run_id, tags, pid, alive in _running(_running_runs(client, experiment_id, self.stage), host):
             if alive:
-                _refuse_if_ours(r, pid, self.stage, self.tags["dcv.root"])
+                _refuse_if_ours(run_id, tags, pid, self.stage, self.tags["dcv.root"])
                 continue
-            client.set_tag(r.info.run_id, "dcv.closed", f"process {pid} on {self.tags['dcv.host']} was gone when a "
-                                                         f"later run of stage {self.stage} started (pid {os.getpid()})")
-            client.set_terminated(r.info.run_id, "FAILED")
-            self.closed.append(r.info.run_id)
+            client.set_tag(run_id, "dcv.closed", f"process {pid} on {host} was gone when a later run of stage "
+                                                 f"{self.stage} started (pid {os.getpid()})")
+            client.set_terminated(run_id, "FAILED")
+            self.closed.append(run_id)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         import mlflow

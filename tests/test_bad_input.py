@@ -398,6 +398,30 @@ def test_child_runs_end_with_their_stage_and_stale_children_are_closed(tmp_path:
     assert set(client.get_run(run.run_id).data.tags["dcv.closed_stale"].split(",")) == {parent, child}
 
 
+def test_a_live_run_of_the_same_stage_is_found_straight_from_sqlite(tmp_path: Path, monkeypatch):
+    """The early refusal (before a stage reads its inputs) reads the sqlite store without MLflow; it must agree."""
+    import mlflow
+
+    from dcv.errors import DcvError
+    from dcv.tracking import _running_runs_sqlite, process_start, refuse_concurrent
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.create_experiment("exp")
+    live = {"dcv.stage": "base", "dcv.pid": str(os.getppid()), "dcv.pid_start": process_start(os.getppid()) or "",
+            "dcv.host": os.uname().nodename, "dcv.root": str(tmp_path.resolve())}
+    refuse_concurrent("base", "exp", tmp_path)  # nothing running yet
+    rid = client.create_run(exp, tags=live).info.run_id
+    client.create_run(exp, tags={**live, "dcv.stage": "sft"})
+    assert [r for r, _ in _running_runs_sqlite(tmp_path / "mlflow.db", "exp", "base")] == [rid]
+    with pytest.raises(DcvError, match=f"stage base is already running in .* \\(pid {os.getppid()}, MLflow run {rid}\\)"):
+        refuse_concurrent("base", "exp", tmp_path)
+    refuse_concurrent("base", "exp", tmp_path / "elsewhere")  # another repository's run: not ours to refuse
+    client.set_terminated(rid, "FINISHED")
+    refuse_concurrent("base", "exp", tmp_path)
+
+
 def test_a_live_writers_temporaries_are_left_and_a_dead_ones_removed(tmp_path: Path):
     from dcv import io
 
