@@ -1,4 +1,4 @@
-# Fresh machine:  make run   (install, then the toy-world pipeline)   |   make test   (install, then the tests)
+# Fresh machine:  make run   (install, check params, then the toy-world pipeline)   |   make test   (install, then the tests)
 # GPU users: make run TORCH_INDEX=https://download.pytorch.org/whl/cu126   (any CUDA build of torch 2.13.0)
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,9 @@ $(BIN)/dcv: pyproject.toml
 
 install: $(BIN)/dcv
 
+# `dcv check` first: DVC removes a stage's outs before the stage can refuse its params.
 run: install
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dcv check
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 
 test: install

@@ -1,7 +1,8 @@
 """Atomic outputs: everything is written to a hidden temporary sibling and renamed into place when complete.
 
-A process killed mid-write leaves only `.tmp-*` siblings, which no reader takes for a result and which the next
-writer removes.
+A process killed mid-write leaves only `.tmp-<name>-<pid>-<id>` siblings, which no reader takes for a result and
+which the next writer removes once their process is gone (a concurrent writer's are left alone). Replacing the old
+output by the new one defers SIGINT and SIGTERM, so an interruption never leaves neither.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import signal
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -21,13 +25,42 @@ def _tmp_sibling(path: Path) -> Path:
     return path.parent / f"{TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def clean_stale(path: Path) -> None:
-    """Remove temporaries that a killed writer left beside `path`."""
+    """Remove temporaries that a killed writer left beside `path` (those of a live process are its own)."""
     path = Path(path)
     if not path.parent.exists():
         return
     for p in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
+        m = re.fullmatch(r"(\d+)-[0-9a-f]+", p.name[len(f"{TMP_PREFIX}{path.name}-"):])
+        if m is None or (int(m[1]) != os.getpid() and _writer_alive(int(m[1]))):
+            continue  # another output's temporary (`base-x` beside `base`), or a live writer's
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def remove(path: Path) -> None:
@@ -52,8 +85,9 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    remove(path)
-    os.replace(tmp, path)
+    with signals_deferred():
+        remove(path)
+        os.replace(tmp, path)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -3,6 +3,12 @@
 The tracking URI comes from MLFLOW_TRACKING_URI, else `sqlite:///<root>/mlflow.db` with an absolute path (DVC's
 temporary experiment runs change the working directory; DVC_ROOT names the real repository root). The store is
 opened and written before any compute, so an unreachable store fails the stage at once.
+
+A run records the process that owns it (tags `dcv.host`, `dcv.pid`, `dcv.pid_start`, `dcv.root`). A process that
+dies without ending its run (SIGKILL, power loss) leaves it RUNNING; the next run of the same stage marks every such
+run of that stage whose process is gone FAILED (tag `dcv.closed`), child runs included, and refuses to start while a
+live process runs the same stage in the same repository. Runs on other hosts are left alone: their processes cannot
+be seen from here.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -56,15 +63,154 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot, /proc/<pid>/stat field 22), None where /proc is
+    absent or the process is gone; with the pid it names a process even when pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    """Whether the process `pid` that started at `start` (see `process_start`) still runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return not Path("/proc/self/stat").exists()  # no /proc: kill(pid, 0) is all we know
+    return state != "Z" and (start is None or process_start(pid) == start)
+
+
+def owner_tags(root: Path) -> dict[str, str]:
+    """Tags naming the process that owns a run, so that a later run can tell whether it is gone."""
+    pid = os.getpid()
+    return {"dcv.host": socket.gethostname(), "dcv.pid": str(pid), "dcv.pid_start": process_start(pid) or "",
+            "dcv.root": str(Path(root).resolve())}
+
+
+def _store_error(uri: str, e: Exception) -> DcvError:
+    """The cause in one line, whole: a file store this MLflow refuses is said as such, with the way to opt in."""
+    text = str(e).strip()
+    if "MLFLOW_ALLOW_FILE_STORE" in text:
+        import mlflow
+
+        return DcvError(f"MLflow tracking store {uri}: MLflow {mlflow.__version__} refuses file stores (it keeps them "
+                        f"in maintenance mode): use a database, e.g. unset MLFLOW_TRACKING_URI for the default "
+                        f"sqlite:///<repo>/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true to opt in")
+    msg = " ".join(text.split()) if text else type(e).__name__
+    return DcvError(f"MLflow tracking store {uri}: cannot be reached or written ({msg})")
+
+
+def _check_sqlite(uri: str) -> None:
+    db = Path(uri[len("sqlite:///"):])
+    if not db.parent.is_dir():
+        raise OSError(f"directory {db.parent} does not exist")
+    if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise OSError(f"{db} is not writable")
+
+
+def check_store(root: Path) -> str:
+    """That the tracking store of `root` can take runs, without writing to it (a sqlite file is not created);
+    returns its URI, raises DcvError saying why not."""
+    uri = default_uri(root)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        if uri.startswith("sqlite:///"):
+            _check_sqlite(uri)
+        else:
+            import mlflow
+
+            mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001
+        raise _store_error(uri, e) from None
+    return uri
+
+
+def _running(runs: list[tuple[str, dict]], host: str):
+    """(run id, tags, pid, alive) of each RUNNING run (given as (run id, tags)) that records its process on `host`
+    (runs of other hosts, or written before runs recorded their process, cannot be told apart and are left out)."""
+    for run_id, t in runs:
+        if t.get("dcv.host") == host and t.get("dcv.pid", "").isdigit():
+            pid = int(t["dcv.pid"])
+            yield run_id, t, pid, pid != os.getpid() and process_alive(pid, t.get("dcv.pid_start") or None)
+
+
+def _running_runs(client, experiment_id: str, stage: str) -> list[tuple[str, dict]]:
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`dcv.stage` = '{stage}'",
+                              max_results=10_000)
+    return [(r.info.run_id, r.data.tags) for r in runs]
+
+
+def _running_runs_sqlite(db: Path, experiment: str, stage: str) -> list[tuple[str, dict]]:
+    """The same as `_running_runs`, read straight from a sqlite store (read only, without importing MLflow, which
+    takes seconds: a stage refused for running twice is refused at once)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        ids = [r[0] for r in con.execute(
+            "SELECT r.run_uuid FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+            "JOIN tags t ON t.run_uuid = r.run_uuid WHERE e.name = ? AND r.status = 'RUNNING' "
+            "AND r.lifecycle_stage = 'active' AND t.key = 'dcv.stage' AND t.value = ?", (experiment, stage))]
+        out = []
+        for rid in ids:
+            out.append((rid, dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (rid,)).fetchall())))
+        return out
+    finally:
+        con.close()
+
+
+def _refuse_if_ours(run_id: str, tags: dict, pid: int, stage: str, root: str) -> None:
+    if tags.get("dcv.root") == root and "mlflow.parentRunId" not in tags:
+        raise DcvError(f"stage {stage} is already running in {root} (pid {pid}, MLflow run {run_id}): "
+                       f"wait for it to end or stop it (kill {pid})")
+
+
+def refuse_concurrent(stage: str, experiment: str, root: Path) -> None:
+    """A DcvError when a live process on this host runs `stage` in this repository (read only: a store that does
+    not exist yet is not created; the stage's run checks again when it opens)."""
+    uri = default_uri(root)
+    runs = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.is_file():
+            return
+        try:
+            runs = _running_runs_sqlite(db, experiment, stage)
+        except Exception:  # noqa: BLE001  (another schema: ask MLflow)
+            runs = None
+    if runs is None:
+        import mlflow
+
+        try:
+            client = mlflow.tracking.MlflowClient(uri)
+            exp = client.get_experiment_by_name(experiment)
+            runs = _running_runs(client, exp.experiment_id, stage) if exp else []
+        except Exception as e:  # noqa: BLE001
+            raise _store_error(uri, e) from None
+    for run_id, tags, pid, alive in _running(runs, socket.gethostname()):
+        if alive:
+            _refuse_if_ours(run_id, tags, pid, stage, str(Path(root).resolve()))
+
+
 class StageRun:
     """An open MLflow run of one stage; use as a context manager (`with StageRun(...) as run:`)."""
 
     def __init__(self, stage: str, experiment: str, root: Path, params: dict[str, Any], tags: dict[str, str]):
         self.stage, self.experiment, self.root = stage, experiment, Path(root)
-        self.params, self.tags = params, tags
+        self.params, self.tags = params, {**tags, **owner_tags(self.root)}
         self.uri = default_uri(self.root)
         self._run = None
         self._children: list[ChildRun] = []
+        self.closed: list[str] = []  # ids of the stale runs this run marked FAILED
 
     def __enter__(self) -> "StageRun":
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -76,34 +222,57 @@ class StageRun:
 
         try:
             if self.uri.startswith("sqlite:///"):
-                db = Path(self.uri[len("sqlite:///"):])
-                if not db.parent.is_dir():
-                    raise OSError(f"directory {db.parent} does not exist")
-                if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-                    raise OSError(f"{db} is not writable")
+                _check_sqlite(self.uri)
             mlflow.set_tracking_uri(self.uri)
-            if mlflow.get_experiment_by_name(self.experiment) is None:
+            exp = mlflow.get_experiment_by_name(self.experiment)
+            if exp is None:
                 # Artifacts beside the store, not under whatever directory the stage happens to run in.
                 art = (store_root(self.root) / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
                 mlflow.create_experiment(self.experiment, artifact_location=art)
+            else:
+                self._close_stale(mlflow.tracking.MlflowClient(self.uri), exp.experiment_id)
             mlflow.set_experiment(self.experiment)
             self._run = mlflow.start_run(run_name=self.stage, tags=self.tags)
             mlflow.log_params(flatten_params(self.params))
+        except DcvError:
+            raise
         except Exception as e:  # any failure to reach or write the store ends the stage before compute
             if self._run is not None:
                 mlflow.end_run(status="FAILED")
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DcvError(f"MLflow tracking store {self.uri}: cannot be reached or written ({msg[:300]})") from None
+            raise _store_error(self.uri, e) from None
+        if self.closed:
+            mlflow.set_tag("dcv.closed_stale", ",".join(self.closed))
         return self
+
+    def _close_stale(self, client, experiment_id: str) -> None:
+        """Mark FAILED the RUNNING runs of this stage (and their child runs) whose process on this host is gone;
+        refuse to start while a live process runs this stage in this repository."""
+        host = self.tags["dcv.host"]
+        for run_id, tags, pid, alive in _running(_running_runs(client, experiment_id, self.stage), host):
+            if alive:
+                _refuse_if_ours(run_id, tags, pid, self.stage, self.tags["dcv.root"])
+                continue
+            client.set_tag(run_id, "dcv.closed", f"process {pid} on {host} was gone when a later run of stage "
+                                                 f"{self.stage} started (pid {os.getpid()})")
+            client.set_terminated(run_id, "FAILED")
+            self.closed.append(run_id)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         import mlflow
 
-        status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
-        for c in self._children:
-            if not c.ended:
-                c.end(status)
-        mlflow.end_run(status=status)
+        status = "FINISHED" if exc_type is None else ("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+        try:
+            for c in self._children:
+                if not c.ended:
+                    c.end(status)
+            mlflow.end_run(status=status)
+        except Exception as e:  # noqa: BLE001  (the store failing now must not hide the stage's own error)
+            import sys
+
+            print(f"warning: MLflow run {self.run_id} of stage {self.stage} could not be marked {status} "
+                  f"({' '.join(str(e).split())}); the next run of the stage closes it", file=sys.stderr)
+            if exc_type is None:
+                raise
 
     @property
     def run_id(self) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,83 @@ def load_inputs(layout, arm) -> dict:
     if not (layout.base_model / "config.json").is_file():
         raise DcvError(f"{layout.base_model}: not a model directory (run stage base first)")
     return inputs
+
+
+def file_lines(path: Path) -> list[int]:
+    """The line number of each non-blank line (read_jsonl's rows) of a text file."""
+    return [i for i, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1) if line.strip()]
+
+
+def check_fits(tok, rows: list[dict], cfg, key: str, where: str, lines: list[int] | None = None) -> None:
+    """An arm that truncates its sequences (`max_length`, with a `completion_form`: SFT and its kin) must fit every
+    row's prompt, completion and <eos> (as TRL tokenizes them): truncation would cut the completion the loss falls
+    on, and TRL drops rows left with none. `where` names the rows' file, `lines` their line numbers."""
+    max_length, form = getattr(cfg, "max_length", None), getattr(cfg, "completion_form", None)
+    if max_length is None or form is None:
+        return
+    from dcv.arms.data import gold_completion
+
+    texts = [r["prompt"] + gold_completion(r, form) + (tok.eos_token or "") for r in rows]
+    lens = [len(x) for x in tok(texts)["input_ids"]]
+    over = [i for i, n in enumerate(lens) if n > max_length]
+    if over:
+        first = over[0]
+        line = lines[first] if lines else first + 1
+        raise DcvError(f"{key}.max_length: {max_length} tokens, but {len(over)} of {len(rows)} rows of {where} are "
+                       f"longer (line {line}: {lens[first]} tokens with its completion; the longest {max(lens)}): "
+                       f"truncation would cut the completions the loss falls on")
+
+
+def meta_model(config):
+    """The model of a transformers config with its weights on the meta device (no memory, no compute)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def check_lora(model, cfg, key: str) -> None:
+    """With `finetune: lora`, every name of `lora.target_modules` must match a layer peft can wrap (its rule: the
+    module's name, or its last dotted parts); peft itself only fails when none matches, after loading the model."""
+    if cfg.finetune != "lora":
+        return
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    wrappable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, Conv1D)
+    modules = dict(model.named_modules())
+    leaves = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if isinstance(m, wrappable)})
+    for t in cfg.lora.target_modules:
+        hits = [m for n, m in modules.items() if n == t or n.endswith("." + t)]
+        if not hits:
+            raise DcvError(f"{key}.lora.target_modules: {t!r} matches no module of the base model (its layers: "
+                           f"{', '.join(leaves)})")
+        bad = sorted({type(m).__name__ for m in hits if not isinstance(m, wrappable)})
+        if bad:
+            raise DcvError(f"{key}.lora.target_modules: {t!r} matches {', '.join(bad)}, which LoRA cannot wrap "
+                           f"(name a layer: {', '.join(leaves)})")
+
+
+def check_inputs(layout, arm, cfg, inputs: dict, where: str) -> None:
+    """What the arm's params imply about its inputs, before the MLflow run opens: the rows fit `max_length`, LoRA's
+    target modules exist in the base (errors name the params file and key)."""
+    from transformers import AutoConfig
+
+    from dcv.models import load_tokenizer
+
+    try:
+        tok = load_tokenizer(layout.base_model)
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DcvError(f"{layout.base_model}: cannot load the tokenizer ({first})") from None
+    train = layout.target_file("train")
+    try:
+        check_fits(tok, inputs["train"], cfg, arm.name, layout.rel(train), file_lines(train))
+        if cfg.finetune == "lora":
+            check_lora(meta_model(AutoConfig.from_pretrained(str(layout.base_model))), cfg, arm.name)
+    except DcvError as e:
+        raise DcvError(f"{where}: {e}") from None
 
 
 def train_seed(ctx: StageContext, arm, seed: int, out: Path, inputs: dict, marker_base: dict,
@@ -150,6 +228,24 @@ def launch_command(arm: str, params_path: Path, launch, cpu: bool) -> list[str]:
     return cmd + ["-m", "stages.cli", "stage", arm, "--params", str(params_path.resolve())]
 
 
+def run_launcher(cmd: list[str], env: dict, grace_s: float = 60.0) -> int:
+    """Run `accelerate launch` in its own process group; when this process is interrupted (SIGINT, SIGTERM), the
+    whole group gets SIGTERM, so every rank ends its run and removes its temporaries (SIGKILL after `grace_s`)."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+        raise
+
+
 def main(name: str, params: str) -> None:
     """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run).
 
@@ -161,11 +257,12 @@ def main(name: str, params: str) -> None:
     arm = REGISTRY[name]
     p, root = stage_params(params, name, params_keys(name))
     inputs = load_inputs(Layout(root), arm)
+    check_inputs(Layout(root), arm, getattr(p, name), inputs, params)
     if p.common.launch.enabled and not os.environ.get(LAUNCHED):
         from dcv.models import resolve_device
 
         cmd = launch_command(name, Path(params), p.common.launch, resolve_device(p.common.device).type == "cpu")
-        rc = subprocess.run(cmd, env={**os.environ, LAUNCHED: "1"}).returncode
+        rc = run_launcher(cmd, {**os.environ, LAUNCHED: "1"})
         if rc:
             raise DcvError(f"{name}: `accelerate launch` exited with status {rc} (its error is above)")
         return

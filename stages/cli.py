@@ -5,7 +5,9 @@ Heavy libraries (torch, transformers, mlflow) are imported inside commands, so `
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Callable
 
 import typer
@@ -25,15 +27,30 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show the full trace
     _state["debug"] = debug
 
 
-def _call(fn: Callable[[], None]) -> None:
-    """Run a stage; any error becomes one line on stderr and exit code 2 (full traceback with --debug)."""
-    from dcv.errors import DcvError
+def _on_signal(signum, frame) -> None:
+    """SIGTERM (a job scheduler, `docker stop`) is handled as Ctrl-C: raised as `Interrupted` where the process is,
+    so temporaries are removed and the MLflow run is marked KILLED. Further signals are ignored while that
+    cleanup runs (a scheduler sends SIGKILL after its grace period anyway)."""
+    from dcv.errors import Interrupted
 
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _call(fn: Callable[[], None]) -> None:
+    """Run a stage; any error becomes one line on stderr and exit code 2 (full traceback with --debug); SIGINT and
+    SIGTERM end it with 130 and 143."""
+    from dcv.errors import DcvError, Interrupted
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         fn()
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        code = e.exit_code if isinstance(e, Interrupted) else 130
+        typer.echo(f"error: interrupted ({e if isinstance(e, Interrupted) else 'SIGINT'})", err=True)
+        raise typer.Exit(code) from None
     except DcvError as e:
         if _state["debug"]:
             raise
@@ -45,6 +62,18 @@ def _call(fn: Callable[[], None]) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         typer.echo(f"error: {type(e).__name__}: {first} (rerun with --debug for the traceback)", err=True)
         raise typer.Exit(2) from None
+    finally:
+        for s, handler in previous.items():  # as they were (the CLI may be called in-process, e.g. by tests)
+            signal.signal(s, handler)
+
+
+@app.command("check")
+def check(params: str = ParamsOpt) -> None:
+    """Validate params.yaml and what it implies (tokenizer, target rows, corpus lines, model shapes, LoRA modules,
+    the tracking store) for every stage, before anything runs; `make run` calls it before `dvc repro`."""
+    from stages import check as s
+
+    _call(lambda: s.main(params))
 
 
 @stage_app.command("prepare-data")

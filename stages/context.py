@@ -67,9 +67,16 @@ def is_main_process() -> bool:
 
 
 def stage_params(params_path: str | Path, name: str, keys: list[str]) -> tuple[View, Path]:
-    """The validated params of a stage as a view of its declared keys, and the repository root."""
+    """The validated params of a stage as a view of its declared keys, and the repository root; the tracking store
+    is checked too (without writing to it), and that no live process runs the same stage in this repository."""
+    from dcv.tracking import check_store, refuse_concurrent
+
     params_path = Path(params_path)
-    return view(load_params(params_path), keys + UNTRACKED, name), params_path.resolve().parent
+    params, root = load_params(params_path), params_path.resolve().parent
+    if is_main_process():  # before the stage reads its inputs: fail at once
+        check_store(root)
+        refuse_concurrent(name, params.common.experiment, root)
+    return view(params, keys + UNTRACKED, name), root
 
 
 @contextlib.contextmanager

@@ -125,18 +125,27 @@ def run(ctx: StageContext, inputs: tuple) -> dict:
                                   for arm, a in m["arms"].items()}})
 
 
+def check_lm_eval(cfg, root: Path, where: str) -> None:
+    """With `forgetting.lm_eval.enabled`: the task directory exists and the harness is installed."""
+    if not cfg.enabled:
+        return
+    from dcv.lm_eval_bridge import require
+
+    if cfg.include_path is None:
+        raise DcvError(f"{where}: forgetting.lm_eval.include_path: null, but lm_eval is enabled (a directory of "
+                       f"task YAMLs)")
+    inc = Path(cfg.include_path)
+    if not (inc if inc.is_absolute() else root / inc).is_dir():
+        raise DcvError(f"{where}: forgetting.lm_eval.include_path: directory not found: {inc}")
+    require(f"{where}: forgetting.lm_eval.enabled")
+
+
 def main(params: str) -> None:
     """Bad params, then bad inputs, stop the stage before anything is written (not even the MLflow run)."""
     from dcv.layout import Layout
 
     p, root = stage_params(params, "evaluate-forgetting", PARAMS)
     inputs = load_inputs(Layout(root), list(p.common.arms), list(p.common.seeds))
-    if p.forgetting.lm_eval.enabled:
-        from dcv.lm_eval_bridge import require
-
-        inc = Path(p.forgetting.lm_eval.include_path)
-        if not (inc if inc.is_absolute() else root / inc).is_dir():
-            raise DcvError(f"{params}: forgetting.lm_eval.include_path: directory not found: {inc}")
-        require(f"{params}: forgetting.lm_eval.enabled")
+    check_lm_eval(p.forgetting.lm_eval, root, params)
     with stage("evaluate-forgetting", params, PARAMS) as ctx:
         run(ctx, inputs)

@@ -27,6 +27,7 @@ this repository's `models/` is compared with `models/base` (or `--base DIR`), an
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -191,18 +192,25 @@ def order_curve(x, order: list, p) -> dict:
 
 # ---- by hand: one model directory ------------------------------------------------------------------------------
 
-def _model_dir(ref: str) -> Path:
+def _model_dir(ref: str, option: str = "--model") -> Path:
+    """A model directory named on the command line: a path (it must be a directory with config.json) or a cached
+    Hugging Face hub id (`owner/name`)."""
     p = Path(ref).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise DcvError(f"--model: {p}: not a model directory (no config.json)")
+            raise DcvError(f"{option}: {ref}: not a model directory (no config.json)")
         return p.resolve()
+    if p.exists():
+        raise DcvError(f"{option}: {ref}: not a directory")
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or (os.sep != "/" and os.sep in ref):
+        raise DcvError(f"{option}: {ref}: no such directory")
     from dcv.models import resolve_hf
 
     try:
         return resolve_hf(ref, None)[0]
     except DcvError as e:
-        raise DcvError(f"--model: {str(e).split(': ', 1)[-1]}") from None
+        raise DcvError(f"{option}: {ref}: no such directory, nor a hub id in the local cache "
+                       f"({str(e).split('hub id: ', 1)[-1]})") from None
 
 
 def by_hand_entry(directory: Path, root: Path) -> tuple[ModelRef, bool]:
@@ -245,11 +253,18 @@ def plan_by_hand(root: Path, batch_size: int, model_ref: str, capabilities: list
     entry, in_repo = by_hand_entry(directory, root)
     if probes:
         f = Path(probes)
+        if not f.is_file():
+            raise DcvError(f"--probes: {probes}: no such file")
         caps, where = load_capabilities(f.parent, [f.stem]), {f.stem: str(f)}
     else:
+        have = sorted(x.stem for x in (root / PROBES).glob("*.jsonl"))
+        bad = [c for c in capabilities or [] if c not in have]
+        if bad:
+            raise DcvError(f"--capability: no probe set {', '.join(f'{PROBES}/{c}.jsonl' for c in bad)} "
+                           f"(there are: {', '.join(have) or 'none; run stage prepare-data'})")
         caps = load_capabilities(root / PROBES, capabilities)
         where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
-    base_dir = _model_dir(base_ref) if base_ref else (Layout(root).base_model.resolve() if in_repo else None)
+    base_dir = _model_dir(base_ref, "--base") if base_ref else (Layout(root).base_model.resolve() if in_repo else None)
     if base_dir == directory:
         base_dir = None
     for d in (directory, base_dir):

@@ -8,6 +8,7 @@ are the same values (a test keeps them equal), for use outside the pipeline.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -136,9 +137,22 @@ Params = create_model("Params", __base__=_Stages,
                       **{name: (arm.config, Field(default_factory=arm.config)) for name, arm in ARMS.items()})
 
 
-# YAML 1.1 reads 1e-3 as a string; accept it as the float every user means.
+# YAML 1.1 reads 1e-3 as a string; accept it as the float every user means. A key written twice in one mapping is
+# an error (PyYAML would silently keep the last one).
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key, first: int, again: int):
+        self.key, self.first, self.again = key, first, again
 
 
 _Loader.add_implicit_resolver(
@@ -160,33 +174,123 @@ def _fmt_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {key}: {msg}{more}"
 
 
+SEED_MAX = 2**32 - 1  # numpy's np.random.seed (seed_everything, transformers' set_seed) takes 0..2**32 - 1
+
+
 def load_params(path: str | Path) -> Params:
-    """Read and validate a params file; any problem is a DcvError naming the file and the key."""
+    """Read and validate a params file; any problem is a DcvError naming the file and the key.
+
+    Checked here, from the file alone (and the machine, for `common.device`): every section and key present, types
+    and ranges, and the cross-field rules (model shape, seeds, budgets, pairs, common checkpoint steps, the toy
+    world's capacity, paths). What needs the tokenizer or prepared files is checked by each stage before it opens
+    its MLflow run, and all of it up front by `dcv check` (stages/check.py)."""
     path = Path(path)
     if not path.is_file():
-        raise DcvError(f"{path}: params file not found")
+        raise DcvError(f"{path}: params file not found" + (" (a directory)" if path.is_dir() else ""))
+    data = path.read_bytes()
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DcvError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x})") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except DuplicateKey as e:
+        raise DcvError(f"{path}:{e.again}: key {e.key!r} is written twice in one section (first on line {e.first})") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f"{path}:{line + 1}" if line is not None else str(path)
         raise DcvError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if raw is None:
-        raw = {}
+        raise DcvError(f"{path}: empty: every section is missing ({', '.join(Params.model_fields)}; params.yaml of "
+                       f"the repository documents each key)")
     if not isinstance(raw, dict):
-        raise DcvError(f"{path}: the top level must be a mapping of sections")
+        raise DcvError(f"{path}: the top level must be a mapping of sections ({', '.join(Params.model_fields)})")
     missing = _missing(Params, raw)
     if missing:
-        raise DcvError(f"{path}: {missing}: missing (every key is written out; params.yaml of the repository "
-                       f"documents each one)")
+        why = "" if "required)" in missing else " (every key is written out; params.yaml of the repository documents each one)"
+        raise DcvError(f"{path}: {missing}{why}")
     try:
         params = Params.model_validate(raw)
     except ValidationError as e:
         raise DcvError(_fmt_error(path, e)) from None
-    _check_files(path, params)
-    _check_budgets(path, params)
-    _check_pairs(path, params)
+    check_params(path, params)
     return params
+
+
+def check_params(path: Path, p) -> None:
+    """The cross-field rules of a validated params object (each error names the file and a dotted key)."""
+    _check_seeds(path, p.model_dump(mode="json", by_alias=True))
+    _check_model_shape(path, p)
+    _check_device(path, p)
+    _check_files(path, p)
+    _check_budgets(path, p)
+    _check_pairs(path, p)
+    _check_common_steps(path, p)
+    _check_toy_target(path, p)
+
+
+def _check_seeds(path: Path, d: dict, prefix: str = "") -> None:
+    """Every seed (`seed`, `*_seed`, `seeds`) in numpy's range, else numpy fails seconds into the stage."""
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            _check_seeds(path, v, key + ".")
+        elif k == "seed" or k.endswith("_seed") or k == "seeds":
+            for s in v if isinstance(v, list) else [v]:
+                if isinstance(s, int) and not 0 <= s <= SEED_MAX:
+                    raise DcvError(f"{path}: {key}: {s} is out of range (a seed is 0..{SEED_MAX}, numpy's range)")
+
+
+def _check_model_shape(path: Path, p) -> None:
+    """A toy model Qwen2 can build: heads divide the width, key/value heads divide the heads, rotary needs an even
+    head dimension."""
+    m = p.base.model
+    if m.hidden_size % m.num_attention_heads:
+        raise DcvError(f"{path}: base.model.num_attention_heads: {m.num_attention_heads} does not divide "
+                       f"base.model.hidden_size ({m.hidden_size})")
+    if m.num_attention_heads % m.num_key_value_heads:
+        raise DcvError(f"{path}: base.model.num_key_value_heads: {m.num_key_value_heads} does not divide "
+                       f"base.model.num_attention_heads ({m.num_attention_heads})")
+    if (m.hidden_size // m.num_attention_heads) % 2:
+        raise DcvError(f"{path}: base.model.num_attention_heads: head dimension hidden_size / num_attention_heads = "
+                       f"{m.hidden_size // m.num_attention_heads} is odd (rotary position embeddings need it even)")
+
+
+def _check_device(path: Path, p) -> None:
+    if p.common.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise DcvError(f"{path}: common.device: cuda, but {why} (use auto or cpu)")
+
+
+def _check_common_steps(path: Path, p) -> None:
+    """score-dcv compares the arms of `common.arms` at a checkpoint step all of them have (the last such)."""
+    steps = {a: set(getattr(p, a).checkpoint_steps()) for a in p.common.arms}
+    if not set.intersection(*steps.values()):
+        listed = "; ".join(f"{a}: {sorted(s)}" for a, s in steps.items())
+        raise DcvError(f"{path}: common.arms: the arms share no checkpoint step ({listed}), so score-dcv cannot "
+                       f"compare them at equal steps (give them a common save step, or match_budget_of)")
+
+
+def toy_target_capacity(world) -> int:
+    """Distinct toy target questions (`dcv.toy.target.make_rows`: an entity with a known food, and four options,
+    the gold food and three others, in any order). tests/test_bad_input.py checks it against make_rows."""
+    from math import comb, factorial
+
+    return world.n_known_entities * comb(world.n_foods - 1, 3) * factorial(4)
+
+
+def _check_toy_target(path: Path, p) -> None:
+    """More toy target rows than distinct questions would make make_rows search (200 x rows tries) before it fails."""
+    t = p.data.target
+    if t.source == "toy":
+        cap = toy_target_capacity(p.data.world)
+        if t.n_train + t.n_eval > cap:
+            raise DcvError(f"{path}: data.target.n_train: n_train + n_eval = {t.n_train + t.n_eval}, but the toy world "
+                           f"has only {cap} distinct target questions (data.world.n_known_entities x option orders)")
 
 
 def _check_pairs(path: Path, p) -> None:
@@ -198,13 +302,20 @@ def _check_pairs(path: Path, p) -> None:
 
 
 def _missing(model: type[BaseModel], raw: dict, prefix: str = "") -> str | None:
-    """The first schema key absent from `raw` (dotted), descending into sub-sections; None when complete."""
+    """The first schema key absent from `raw` (dotted) with what is missing, descending into sub-sections (a section
+    written empty, `base:` alone, is missing all its keys); None when complete."""
+    known = [f.alias or name for name, f in model.model_fields.items()]
     for name, f in model.model_fields.items():
         key = f.alias or name
-        if key not in raw:
-            return prefix + key
         ann = f.annotation
-        if isinstance(raw[key], dict) and isinstance(ann, type) and issubclass(ann, BaseModel):
+        section = isinstance(ann, type) and issubclass(ann, BaseModel)
+        if key not in raw:
+            near = difflib.get_close_matches(key, [k for k in raw if k not in known], n=1)
+            return (f"{prefix}{key}: missing" + (" section" if section else "")
+                    + (f", but {prefix}{near[0]} is written (a misspelling?)" if near else ""))
+        if section and raw[key] is None:
+            return f"{prefix}{key}: empty section (its keys {', '.join(g.alias or n for n, g in ann.model_fields.items())} are required)"
+        if isinstance(raw[key], dict) and section:
             sub = _missing(ann, raw[key], f"{prefix}{key}.")
             if sub:
                 return sub

@@ -20,11 +20,13 @@ The probe splits of a capability are disjoint held-out pairs (never in the corpu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from dcv import io
+from dcv import splits as sp
 from dcv.errors import DcvError
-from stages.context import StageContext, stage
+from stages.context import StageContext, stage, stage_params
 
 PARAMS = ["data"]
 
@@ -39,52 +41,131 @@ def check_single_tokens(tok, probe_sets: dict, tokenizer_name: str) -> None:
                 single_token_id(tok, r[k], f"capability {cap} (tokenizer {tokenizer_name}), pair {i} {k}")
 
 
-def target_rows(ctx: StageContext, world) -> tuple[list[dict], list[dict]]:
-    t = ctx.params.data.target
+# Most of a prompt's tokens unknown to the tokenizer (a word-level vocabulary of the toy world on SciKnowEval text)
+# means the models would read `<unk>` where the question was: refused above this share of the target prompt tokens.
+UNK_MAX = 0.05
+
+
+@dataclass
+class Prepared:
+    """What prepare-data writes, computed (and checked) before its MLflow run opens."""
+
+    world: object  # dcv.toy.world.World
+    tok: object
+    splits: dict[str, dict[str, list[dict]]]  # split -> capability -> probe rows
+    train: list[dict]
+    eval: list[dict]
+
+
+def target_rows(t, root: Path, world, where: str) -> tuple[list[dict], list[dict]]:
+    """Target train/eval rows of `data.target` (`t`); errors name the key or the file and line."""
     if t.source == "toy":
         from dcv.toy.target import make_rows
 
-        return make_rows(world, t.n_train, t.n_eval)
+        try:
+            return make_rows(world, t.n_train, t.n_eval)
+        except ValueError as e:
+            raise DcvError(f"{where}: data.target.n_train: {e}") from None
     from dcv.sciknoweval import load_split
 
-    path = Path(t.path) if Path(t.path).is_absolute() else ctx.root / t.path
-    return load_split(path, t.subsets, t.n_eval, seed=ctx.params.data.world.seed)
+    path = Path(t.path) if Path(t.path).is_absolute() else root / t.path
+    try:
+        return load_split(path, t.subsets, t.n_eval, seed=world.cfg.seed)
+    except DcvError as e:
+        if str(e).startswith("data.target"):  # a params key, not a file: say which params file
+            raise DcvError(f"{where}: {e}") from None
+        raise
 
 
-def run(ctx: StageContext) -> dict:
-    from dcv import splits as sp
-    from dcv.toy.corpus import build_corpus, build_probe_sets, capabilities
-    from dcv.toy.tokenizer import build_tokenizer
+def tokenizer(name: str, words: set[str], where: str, resolve=None):
+    """The toy world's word-level tokenizer, or the Hugging Face one named by `data.tokenizer` (`resolve(ref)`: its
+    local directory, default `dcv.models.resolve_hf`)."""
+    if name == "toy":
+        from dcv.toy.tokenizer import build_tokenizer
+
+        return build_tokenizer(words)
+    from dcv.models import load_tokenizer, resolve_hf
+
+    try:
+        local = resolve(name) if resolve else resolve_hf(name, None)[0]
+    except DcvError as e:
+        raise DcvError(f"{where}: data.tokenizer: {e}") from None
+    try:
+        return load_tokenizer(local)
+    except Exception as e:  # noqa: BLE001  (a directory without a tokenizer fails in many ways)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DcvError(f"{where}: data.tokenizer: {name}: cannot load a tokenizer from {local} ({first})") from None
+
+
+def probe_sets(world, p, where: str) -> dict:
+    """The probe splits; a split that asks more held-out pairs than a capability has is named by its key. Splits
+    are drawn in order, each depending only on those before it, so drawing one more split at a time names the
+    first that fails at the cost of one failing draw."""
+    from dcv.toy.corpus import build_probe_sets
+
+    keys = {sp.VALIDATION: "data.n_validation", sp.SCORING: "data.probes.n_pairs",
+            sp.PROTECTION: "data.probes.n_protection", sp.DISCOVERY: "data.probes.n_discovery",
+            sp.FORGETTING: "data.probes.n_forgetting"}
+    sizes = {sp.VALIDATION: p.n_validation, sp.SCORING: p.probes.n_pairs, sp.PROTECTION: p.probes.n_protection,
+             sp.DISCOVERY: p.probes.n_discovery, sp.FORGETTING: p.probes.n_forgetting}
+    for i, split in enumerate(sp.ORDER):
+        try:
+            sets = build_probe_sets(world, p.capabilities, {k: sizes[k] for k in sp.ORDER[: i + 1]})
+        except ValueError as e:
+            raise DcvError(f"{where}: {keys[split]}: {e} (the splits {', '.join(keys[s] for s in sp.ORDER)} are "
+                           f"disjoint, drawn in this order)") from None
+    return sets
+
+
+def check_known_tokens(tok, rows: list[dict], name: str, files: str) -> None:
+    """The target prompts must be readable by the tokenizer: at most UNK_MAX of their tokens `<unk>` (per file of
+    rows, `subset`; `files` names where the rows come from)."""
+    if tok.unk_token_id is None or not rows:
+        return  # byte-level tokenizers have no unknown token
+    by_subset: dict[str, list[str]] = {}
+    for r in rows:
+        by_subset.setdefault(r.get("subset") or "", []).append(r["prompt"])
+    for subset, prompts in sorted(by_subset.items()):
+        ids = tok(prompts, add_special_tokens=False)["input_ids"]
+        n = sum(len(x) for x in ids)
+        unk = sum(x.count(tok.unk_token_id) for x in ids)
+        if n and unk / n > UNK_MAX:
+            where = f"{files}/{subset}.jsonl" if subset else files
+            raise DcvError(f"{where}: {unk / n:.0%} of the target prompt tokens are unknown to data.tokenizer "
+                           f"{name} ({unk} of {n} are {tok.unk_token}; at most {UNK_MAX:.0%}): data.tokenizer must "
+                           f"be the model's tokenizer")
+
+
+def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
+    """Everything prepare-data computes that can fail, from the `data` params (`p`) and the files they name; every
+    error names the params file and key, or the data file and line. Cheap: no corpus, no model. `resolve`: how a
+    Hugging Face tokenizer id becomes a directory (`dcv check` passes one that never downloads weights)."""
+    from dcv.toy.corpus import capabilities
     from dcv.toy.world import World
 
-    p = ctx.params.data
-    lay = ctx.layout
     world = World.build(p.world)
     words: set[str] = set()
     for cap in capabilities(world).values():
         words |= cap.words()
-    if p.tokenizer == "toy":
-        tok = build_tokenizer(words)
-    else:
-        from dcv.models import load_tokenizer, resolve_hf
-
-        try:
-            tok = load_tokenizer(resolve_hf(p.tokenizer, None)[0])
-        except DcvError as e:
-            raise DcvError(f"{ctx.params_path}: data.tokenizer: {e}") from None
-    n = {sp.VALIDATION: p.n_validation, sp.SCORING: p.probes.n_pairs, sp.PROTECTION: p.probes.n_protection,
-         sp.DISCOVERY: p.probes.n_discovery, sp.FORGETTING: p.probes.n_forgetting}
-    sizes = {split: n[split] for split in sp.ORDER}
-    try:
-        sets = build_probe_sets(world, p.capabilities, sizes)
-    except ValueError as e:
-        raise DcvError(f"{ctx.params_path}: data.probes / data.n_validation: {e}") from None
+    tok = tokenizer(p.tokenizer, words, where, resolve)
+    sets = probe_sets(world, p, where)
     splits = {split: {c: [x.to_json() for x in s[split]] for c, s in sets.items()} for split in sp.ORDER}
     for rows in splits.values():
         check_single_tokens(tok, rows, p.tokenizer)
-    train, eval_ = target_rows(ctx, world)
+    train, eval_ = target_rows(p.target, root, world, where)
     if not train or not eval_:
-        raise DcvError(f"{ctx.params_path}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")
+        raise DcvError(f"{where}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")
+    check_known_tokens(tok, train + eval_, p.tokenizer,
+                       "the toy target" if p.target.source == "toy" else str(p.target.path).rstrip("/"))
+    return Prepared(world, tok, splits, train, eval_)
+
+
+def run(ctx: StageContext, prep: Prepared) -> dict:
+    from dcv.toy.corpus import build_corpus
+
+    p = ctx.params.data
+    lay = ctx.layout
+    tok, splits, train, eval_ = prep.tok, prep.splits, prep.train, prep.eval
 
     # Everything is computed; now write each out atomically.
     # The corpus is the toy world's pretraining text; a Hugging Face base ignores it.
@@ -92,7 +173,7 @@ def run(ctx: StageContext) -> dict:
         tok.save_pretrained(str(d))
         if p.tokenizer == "toy":
             (d / "dcv_model.json").write_text('{"tokenizer": "word-level"}\n')
-    corpus = build_corpus(world, p.corpus)
+    corpus = build_corpus(prep.world, p.corpus)
     with io.atomic_dir(lay.prepared("corpus")) as d:
         (d / "train.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
     with io.atomic_dir(lay.prepared("target")) as d:
@@ -115,5 +196,9 @@ def run(ctx: StageContext) -> dict:
 
 
 def main(params: str) -> None:
+    """Bad params, then what they imply (the tokenizer, the probe counts, the target rows), stop the stage before
+    anything is written (not even the MLflow run)."""
+    p, root = stage_params(params, "prepare-data", PARAMS)
+    prep = prepare(p.data, root, params)
     with stage("prepare-data", params, PARAMS) as ctx:
-        run(ctx)
+        run(ctx, prep)

@@ -89,6 +89,16 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
     return Inputs(bases, disc, circuits, curves, table.first(BASE).target_accuracy, table)
 
 
+def common_steps(inp: Inputs, arms: list[str], seeds: list[int], where=None) -> list[int]:
+    """The checkpoint steps that have circuits for every arm in every seed (the arms compare at the last one)."""
+    steps = {a: {s: sorted(st for (aa, ss, st) in inp.circuits if aa == a and ss == s) for s in seeds} for a in arms}
+    common = sorted(set.intersection(*(set(steps[a][s]) for a in arms for s in seeds)))
+    if not common:
+        raise DcvError(f"{where or 'circuits'}: no step has circuits for every arm in every seed "
+                       f"({'; '.join(f'{a}: {sorted(set().union(*map(set, steps[a].values())))}' for a in arms)})")
+    return common
+
+
 def _model(inp: Inputs, arm: str, seed: int, step: int, cap: str):
     """The Circuit of (arm, seed, step) on a capability; step 0 is the base."""
     return inp.bases[cap] if step == 0 else inp.circuits[(arm, seed, step)][cap]
@@ -303,10 +313,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
     gd = cfg.guards
     c0s = {c: base_circuit(inp.discovery[c], cfg.faithfulness_target, b, gd.min_relative, gd.se_multiple)
            for c, b in inp.bases.items()}
-    steps = {a: {s: sorted(st for (aa, ss, st) in inp.circuits if aa == a and ss == s) for s in seeds} for a in arms}
-    common = sorted(set.intersection(*(set(steps[a][s]) for a in arms for s in seeds)))
-    if not common:
-        raise DcvError(f"{ctx.layout.circuits}: no step has circuits for every arm in every seed")
+    common = common_steps(inp, arms, seeds)
     final = common[-1]
 
     # Every checkpoint with circuits: each measure, per capability.
@@ -379,5 +386,6 @@ def main(params: str) -> None:
 
     p, root = stage_params(params, "score-dcv", PARAMS)
     inputs = load_inputs(Layout(root), list(p.common.arms), list(p.common.seeds))
+    common_steps(inputs, list(p.common.arms), list(p.common.seeds), Layout(root).circuits)
     with stage("score-dcv", params, PARAMS) as ctx:
         run(ctx, inputs)

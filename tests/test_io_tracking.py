@@ -25,7 +25,9 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path):
 
 
 def test_stale_temporaries_are_removed(tmp_path: Path):
-    (tmp_path / ".tmp-out-123-abc").mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a writer that is gone (tests/test_bad_input.py: a live writer's temporaries stay)
+    (tmp_path / f".tmp-out-{dead.pid}-abc").mkdir()
     with io.atomic_dir(tmp_path / "out") as d:
         (d / "x").write_text("1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -58,6 +60,22 @@ def test_stage_run_logs_to_sqlite(tmp_path: Path, monkeypatch):
     assert r.data.metrics["capabilities.ioi.accuracy"] == 0.5
     assert [m.value for m in client.get_metric_history(rid, "train.loss")] == [2.0, 1.0]
     assert [a.path for a in client.list_artifacts(rid, "model")] == ["model/w.txt"]
+
+
+def test_runs_record_their_process(tmp_path: Path, monkeypatch):
+    import os
+
+    import mlflow
+
+    from dcv.tracking import StageRun, process_alive, process_start
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with StageRun("base", "exp", tmp_path, {}, {"dcv.stage": "base"}) as run:
+        pass
+    tags = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run.run_id).data.tags
+    assert tags["dcv.pid"] == str(os.getpid()) and tags["dcv.root"] == str(tmp_path.resolve()) and tags["dcv.host"]
+    assert process_alive(os.getpid(), process_start(os.getpid()))
+    assert not process_alive(os.getpid(), "1")  # the same pid, another start time: a reused pid is not the run's
 
 
 @pytest.mark.parametrize("uri", ["sqlite:////nonexistent-dir/x/mlflow.db", "http://127.0.0.1:9"])
