@@ -160,7 +160,7 @@ def train_seed(ctx: StageContext, arm, seed: int, out: Path, inputs: dict, marke
     def on_samples(rows: list[dict]) -> None:
         samples.extend({"seed": seed, **r} for r in rows)
 
-    callback = CheckpointCallback(cfg.checkpoint_steps(), on_checkpoint, on_log)
+    callback = CheckpointCallback(cfg.checkpoint_steps(), on_checkpoint, on_log, label=f"{arm.name} seed {seed}")
     device = resolve_device(ctx.params.common.device)
     with tempfile.TemporaryDirectory(prefix=f"dcv-{arm.name}-scratch-") as scratch:
         arm.train(TrainJob(model, tok, inputs["train"], cfg, seed, device, Path(scratch), callback, on_samples,

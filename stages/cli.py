@@ -5,12 +5,17 @@ Heavy libraries (torch, transformers, mlflow) are imported inside commands, so `
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from typing import Callable
 
 import typer
+
+# One progress bar per stage and seed is ours to print; the hub's and transformers' bars ("Loading weights", once
+# per model loaded) are off unless the user asks for them.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differential circuit vulnerability: which circuits does fine-tuning break?")
 stage_app = typer.Typer(no_args_is_help=True, help="Run one pipeline stage (what `dvc repro` calls).")
@@ -46,7 +51,7 @@ def _call(fn: Callable[[], None]) -> None:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
-        fn()
+        _profiled(fn)
     except KeyboardInterrupt as e:
         code = e.exit_code if isinstance(e, Interrupted) else 130
         typer.echo(f"error: interrupted ({e if isinstance(e, Interrupted) else 'SIGINT'})", err=True)
@@ -65,6 +70,21 @@ def _call(fn: Callable[[], None]) -> None:
     finally:
         for s, handler in previous.items():  # as they were (the CLI may be called in-process, e.g. by tests)
             signal.signal(s, handler)
+
+
+def _profiled(fn: Callable[[], None]) -> None:
+    """Run `fn`; with `DCV_PROFILE=FILE` in the environment, under cProfile, its stats dumped to FILE (what
+    `bench/pipeline.py --profile STAGE` reads)."""
+    path = os.environ.get("DCV_PROFILE")
+    if not path:
+        return fn()
+    import cProfile
+
+    prof = cProfile.Profile()
+    try:
+        prof.runcall(fn)
+    finally:
+        prof.dump_stats(path)
 
 
 @app.command("check")

@@ -25,7 +25,7 @@ from dcv.errors import DcvError
 from dcv.forgetting import ForgettingConfig
 from dcv.scoring.config import ScoreConfig
 from dcv.toy.corpus import CorpusConfig
-from dcv.toy.pretrain import PretrainConfig, ToyModelConfig
+from dcv.toy.model_config import PretrainConfig, ToyModelConfig
 from dcv.toy.world import WorldConfig
 
 

@@ -414,28 +414,42 @@ def test_bad_target_input_is_one_line_and_writes_nothing(armdir: Path, arm: str,
 
 
 @pytest.mark.slow
-def test_dvc_runs_both_arms_and_reruns_only_the_edited_one(tmp_path: Path):
+def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp_path: Path):
+    """One tiny DVC pipeline up to extract-circuits: a second repro runs nothing; a circuits key reruns only the
+    extraction; an sft-only key only sft, a protect-only key only protect. Every arm feeds extract-circuits (it
+    depends on `models`), protect too though `common.arms` leaves it out."""
     import yaml
 
     from tests.conftest import make_repo, run
 
-    repo = make_repo(tmp_path / "repo", TINY_ARMS)
+    circuits = {"circuits": {"batch_size": 8, "heads_per_forward": 8, "eap_ig_steps": 3},
+                "common": {"arms": ["sft", "rl"]}, "dcv": {"pairs": [["sft", "rl"]]}}
+    repo = make_repo(tmp_path / "repo", {**TINY_ARMS, **circuits})
 
     def repro(*targets: str) -> set[str]:
         r = run(["dvc", "repro", *targets], repo)
         assert r.returncode == 0, r.stdout + r.stderr
         return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
 
+    def edit(section: str, key: str, value) -> None:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        node = params[section]
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
     arms = ("sft", "rl", "protect")
-    assert repro(*arms) == {"prepare-data", "base", *arms}
+    assert repro("extract-circuits") == {"prepare-data", "base", *arms, "extract-circuits"}
     assert (repo / "models/sft/seed-0/final/model.safetensors").is_file()
     assert (repo / "models/rl/seed-0/checkpoints/step-3/model.safetensors").is_file()
     assert (repo / "models/protect/seed-0/checkpoints/step-6/model.safetensors").is_file()
-    assert repro(*arms) == set()
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["sft"]["learning_rate"] = 1.0e-3  # an sft-only key
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert (repo / "circuits/sft/seed-0/step-6/ioi.json").is_file()
+    assert repro("extract-circuits") == set()
+    edit("circuits", "eap_ig_steps", 2)
+    assert repro("extract-circuits") == {"extract-circuits"}
+    edit("sft", "learning_rate", 1.0e-3)  # an sft-only key
     assert repro(*arms) == {"sft"}
-    params["protect"]["protection"]["weight"] = 3.0  # a protect-only key
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit("protect", "protection.weight", 3.0)  # a protect-only key
     assert repro(*arms) == {"protect"}

@@ -1,5 +1,5 @@
 """dcv.circuits on hand-built tiny Qwen2 models (one head carrying the answer, GQA, padding, LoRA, bf16) and stage
-`extract-circuits` on a tiny world (outputs, determinism, bad input, by hand, MLflow); the DVC reruns are slow."""
+`extract-circuits` on a tiny world (outputs, determinism, bad input, by hand, MLflow); its DVC reruns are tested with the arms (tests/test_arms.py)."""
 
 from __future__ import annotations
 
@@ -421,31 +421,3 @@ def test_by_hand_on_a_checkpoint_and_on_a_hugging_face_dir(proj: Path):
     assert (c["n_layers"], c["n_heads"]) == (3, 4) and c["cross_model"] is None and c["base_circuit"] == c["faithfulness"]
     r = _invoke("stage", "extract-circuits", "--capability", "ioi")
     assert r.exit_code == 2 and "go with --model" in r.output
-
-
-@pytest.mark.slow
-def test_dvc_second_repro_runs_nothing_and_circuits_edits_rerun_only_extraction(tmp_path: Path):
-    import yaml
-
-    from tests.conftest import make_repo, run
-
-    arms = {"max_steps": 4, "save_every": 2, "warmup_steps": 1, "logging_steps": 2}
-    repo = make_repo(tmp_path / "repo", {
-        **CIRCUITS, "sft": {**arms, "per_device_train_batch_size": 4},
-        "protect": {**arms, "per_device_train_batch_size": 4, "protection": {"batch_size": 8}},
-        "rl": {**arms, "per_device_train_batch_size": 16, "num_generations": 4, "generation_batch_size": 16,
-               "n_logged_completions": 4}})
-
-    def repro(*targets: str) -> set[str]:
-        r = run(["dvc", "repro", *targets], repo)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
-
-    # every arm's stage feeds extract-circuits (it depends on `models`), protect too though common.arms leaves it out
-    assert repro("extract-circuits") == {"prepare-data", "base", "sft", "rl", "protect", "extract-circuits"}
-    assert (repo / "circuits/sft/seed-0/step-4/ioi.json").is_file()
-    assert repro("extract-circuits") == set()
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["circuits"]["eap_ig_steps"] = 2
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert repro("extract-circuits") == {"extract-circuits"}

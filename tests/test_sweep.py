@@ -142,6 +142,9 @@ def test_queued_experiments_in_a_dvc_repo_make_a_sweep_report(tmp_path: Path):
     dvc["stages"] = keep
     dvc.pop("plots", None)
     (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
+    # the stages no experiment changes run once, here: the queued runs restore them from the cache
+    r = run(["dvc", "repro", "prepare-data", "base"], repo)
+    assert r.returncode == 0, r.stdout + r.stderr
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "sweep"]):
         assert run(cmd, repo).returncode == 0
     for i, lr in enumerate((1e-4, 6e-4)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,9 @@ from transformers import TrainerCallback
 from dcv.arms.config import ArmConfig
 
 LogFn = Callable[[int, dict], None]
+
+# TRL 1.16 calls a transformers 5 property that warns on every training start; nothing for a user to act on.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def device_flags(cfg: ArmConfig, device: torch.device) -> dict:
@@ -43,7 +47,7 @@ def trainer_kwargs(cfg: ArmConfig, device: torch.device, seed: int, scratch: Pat
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "logging_strategy": "steps", "logging_steps": cfg.logging_steps, "logging_first_step": False,
         "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "seed": seed, "data_seed": seed,
-        "dataloader_num_workers": 0, "disable_tqdm": False, **device_flags(cfg, device),
+        "dataloader_num_workers": 0, "disable_tqdm": True, **device_flags(cfg, device),
     }
 
 
@@ -75,8 +79,15 @@ def save_checkpoint(model, tok, directory: Path, marker: dict, state_dict: dict 
         cfg.use_cache = prev
 
 
+PROGRESS_KEYS = ("loss", "reward", "reward_std", "protect_penalty")
+
+
 class CheckpointCallback(TrainerCallback):
     """At each checkpoint step, hand the model to `on_checkpoint(step, model, state_dict)` on the main process.
+
+    The output is one progress bar per training (`label`), with the last loss / reward in its postfix, on the main
+    process: `bind` removes the Trainer's own printers (a dict of metrics per logging step); the metrics belong in
+    MLflow, where `on_log` sends them.
 
     Under a distributed launch whose parameters are sharded (ZeRO-3, FSDP) every rank first takes part in gathering
     the full `state_dict` (else it is None); the other ranks wait until the main process has saved. Training
@@ -84,14 +95,33 @@ class CheckpointCallback(TrainerCallback):
     """
 
     def __init__(self, steps: list[int], on_checkpoint: Callable[[int, object, dict | None], None],
-                 on_log: LogFn | None = None):
+                 on_log: LogFn | None = None, label: str = "train"):
         self.steps = set(steps)
         self.on_checkpoint = on_checkpoint
         self.on_log_fn = on_log
+        self.label = label
         self.trainer = None
+        self.bar = None
 
     def bind(self, trainer) -> None:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
         self.trainer = trainer
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc=self.label, unit="step", mininterval=2.0, dynamic_ncols=True)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        return control
 
     def _sharded(self) -> bool:
         acc = self.trainer.accelerator if self.trainer is not None else None
@@ -101,6 +131,8 @@ class CheckpointCallback(TrainerCallback):
         return (ds is not None and ds.zero_stage == 3) or acc.distributed_type.name == "FSDP"
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
         if state.global_step in self.steps:
             acc = self.trainer.accelerator if self.trainer is not None else None
             state_dict = acc.get_state_dict(self.trainer.model_wrapped) if self._sharded() else None
@@ -114,10 +146,14 @@ class CheckpointCallback(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.on_log_fn and logs and state.is_world_process_zero:
+        if logs and state.is_world_process_zero:
             flat = {k: float(v) for k, v in logs.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
             flat = {k: v for k, v in flat.items() if not k.startswith("train_")}  # end-of-training timings
-            if flat:
+            if self.bar is not None:
+                shown = {k: f"{flat[k]:.3g}" for k in PROGRESS_KEYS if k in flat}
+                if shown:
+                    self.bar.set_postfix(shown, refresh=False)
+            if flat and self.on_log_fn:
                 self.on_log_fn(state.global_step, flat)
         return control
