@@ -67,6 +67,7 @@ class CommonParams(_Section):
 
 
 class ProbeParams(_Section):
+    source: str = Field("toy", description="Where the probe pairs come from (dcv.probe_sources): toy (the toy world's capabilities, its own tokenizer) | templates (any Hugging Face tokenizer).")
     n_pairs: int = Field(64, ge=1, le=100_000, description="Held-out probe pairs per capability of the scoring split (`probes`): head effects of every model, hence CV and every circuit measure.")
     n_protection: int = Field(64, ge=1, le=100_000, description="Held-out pairs per capability of the protection split (arm protect trains its penalty on their clean prompts), disjoint from validation and probes.")
     n_discovery: int = Field(64, ge=1, le=100_000, description="Held-out pairs per capability of the discovery split: the base circuit C0 (heads and size) is chosen on them, never scored on them.")
@@ -96,16 +97,6 @@ class DataParams(_Section):
     n_validation: int = Field(100, ge=1, le=100_000, description="Held-out pairs per capability for the base's own check.")
     probes: ProbeParams = Field(default_factory=ProbeParams)
     target: TargetParams = Field(default_factory=TargetParams)
-
-    @field_validator("capabilities")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        from dcv.toy.capabilities import REGISTRY
-
-        bad = [c for c in v if c not in REGISTRY]
-        if bad or len(set(v)) != len(v):
-            raise ValueError(f"unknown or repeated capability {bad or v}; known: {sorted(REGISTRY)}")
-        return v
 
 
 class HFModelParams(_Section):
@@ -228,6 +219,26 @@ def check_params(path: Path, p) -> None:
     _check_pairs(path, p)
     _check_common_steps(path, p)
     _check_toy_target(path, p)
+    _check_probe_source(path, p)
+
+
+def _check_probe_source(path: Path, p) -> None:
+    """A registered probe source that can build the named capabilities for the tokenizer in use."""
+    from dcv.probe_sources import SOURCES
+
+    d = p.data
+    src = SOURCES.get(d.probes.source)
+    if src is None:
+        raise DcvError(f"{path}: data.probes.source: unknown probe source {d.probes.source!r} (one of "
+                       f"{', '.join(sorted(SOURCES))})")
+    known = src.capabilities()
+    bad = [c for c in d.capabilities if c not in known]
+    if bad or len(set(d.capabilities)) != len(d.capabilities):
+        raise DcvError(f"{path}: data.capabilities: unknown or repeated capability {bad or d.capabilities} for "
+                       f"data.probes.source {src.name} (it has: {', '.join(known)})")
+    if src.any_tokenizer and d.tokenizer == "toy":
+        raise DcvError(f"{path}: data.probes.source: {src.name} builds probes for a Hugging Face tokenizer, and "
+                       f"data.tokenizer is toy (use source toy, or name the model's tokenizer)")
 
 
 def _check_seeds(path: Path, d: dict, prefix: str = "") -> None:

@@ -55,6 +55,7 @@ class Prepared:
     splits: dict[str, dict[str, list[dict]]]  # split -> capability -> probe rows
     train: list[dict]
     eval: list[dict]
+    kept: dict | None = None  # per capability: candidates, kept, dropped by reason (sources that filter)
 
 
 def target_rows(t, root: Path, world, where: str) -> tuple[list[dict], list[dict]]:
@@ -97,24 +98,30 @@ def tokenizer(name: str, words: set[str], where: str, resolve=None):
         raise DcvError(f"{where}: data.tokenizer: {name}: cannot load a tokenizer from {local} ({first})") from None
 
 
-def probe_sets(world, p, where: str) -> dict:
-    """The probe splits; a split that asks more held-out pairs than a capability has is named by its key. Splits
-    are drawn in order, each depending only on those before it, so drawing one more split at a time names the
-    first that fails at the cost of one failing draw."""
-    from dcv.toy.corpus import build_probe_sets
+def probe_sets(world, tok, p, where: str) -> tuple[dict, dict | None]:
+    """The probe splits from the registered source `data.probes.source`, and its kept/dropped counts (None for the
+    toy world). A split that asks more held-out pairs than a capability has is named by its key: splits are drawn
+    in order, each depending only on those before it, so after a failing draw, drawing one more split at a time
+    names the first that fails."""
+    from dcv.probe_sources import source
 
+    src = source(p.probes.source)
     keys = {sp.VALIDATION: "data.n_validation", sp.SCORING: "data.probes.n_pairs",
             sp.PROTECTION: "data.probes.n_protection", sp.DISCOVERY: "data.probes.n_discovery",
             sp.FORGETTING: "data.probes.n_forgetting"}
     sizes = {sp.VALIDATION: p.n_validation, sp.SCORING: p.probes.n_pairs, sp.PROTECTION: p.probes.n_protection,
              sp.DISCOVERY: p.probes.n_discovery, sp.FORGETTING: p.probes.n_forgetting}
+    try:
+        return src.build(tok, world, p.capabilities, {k: sizes[k] for k in sp.ORDER}, p.world.seed)
+    except ValueError:
+        pass
     for i, split in enumerate(sp.ORDER):
         try:
-            sets = build_probe_sets(world, p.capabilities, {k: sizes[k] for k in sp.ORDER[: i + 1]})
+            src.build(tok, world, p.capabilities, {k: sizes[k] for k in sp.ORDER[: i + 1]}, p.world.seed)
         except ValueError as e:
             raise DcvError(f"{where}: {keys[split]}: {e} (the splits {', '.join(keys[s] for s in sp.ORDER)} are "
                            f"disjoint, drawn in this order)") from None
-    return sets
+    raise AssertionError("unreachable: the full draw failed, so one of its prefixes does")
 
 
 def check_known_tokens(tok, rows: list[dict], name: str, files: str) -> None:
@@ -148,7 +155,7 @@ def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
     for cap in capabilities(world).values():
         words |= cap.words()
     tok = tokenizer(p.tokenizer, words, where, resolve)
-    sets = probe_sets(world, p, where)
+    sets, counts = probe_sets(world, tok, p, where)
     splits = {split: {c: [x.to_json() for x in s[split]] for c, s in sets.items()} for split in sp.ORDER}
     for rows in splits.values():
         check_single_tokens(tok, rows, p.tokenizer)
@@ -157,7 +164,7 @@ def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
         raise DcvError(f"{where}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")
     check_known_tokens(tok, train + eval_, p.tokenizer,
                        "the toy target" if p.target.source == "toy" else str(p.target.path).rstrip("/"))
-    return Prepared(world, tok, splits, train, eval_)
+    return Prepared(world, tok, splits, train, eval_, counts)
 
 
 def run(ctx: StageContext, prep: Prepared) -> dict:
@@ -188,7 +195,9 @@ def run(ctx: StageContext, prep: Prepared) -> dict:
                for c in p.capabilities}
     metrics = {"vocab_size": len(tok), "target": {"n_train": len(train), "n_eval": len(eval_)},
                "pairs": {split: {c: len(r) for c, r in rows.items()} for split, rows in splits.items()},
-               "clean_overlap": overlap}
+               "clean_overlap": overlap, "probe_source": p.probes.source}
+    if prep.kept is not None:
+        metrics["kept"] = prep.kept
     io.write_json(lay.metrics("prepare-data"), metrics)
     ctx.run.log_final(metrics)
     ctx.run.log_dict({c: rows[:5] for c, rows in splits[sp.SCORING].items()}, "probe_examples.json")

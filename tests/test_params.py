@@ -24,6 +24,9 @@ CASES = [
     ({"common": {"device": "tpu"}}, "common.device"),
     ({"data": {"capabilities": ["induction", "telepathy"]}}, "data.capabilities"),
     ({"data": {"world": {"heldout_fraction": 1.5}}}, "data.world.heldout_fraction"),
+    ({"data": {"probes": {"source": "oracle"}}}, "data.probes.source"),
+    ({"data": {"probes": {"source": "templates"}}}, "data.probes.source"),  # templates with the toy tokenizer
+    ({"data": {"tokenizer": "some/tok", "probes": {"source": "templates"}}}, "data.capabilities"),  # toy names
     ({"data": {"probes": {"n_pairs": 0}}}, "data.probes.n_pairs"),
     ({"data": {"corpus": {"mix": {"induction": 1.0, "astrology": 1.0}}}}, "data.corpus.mix"),
     ({"data": {"target": {"source": "sciknoweval", "path": "no/such/dir"}}}, "data.target.path"),

@@ -158,3 +158,31 @@ def test_capability_pairs_orders_the_same_candidates_by_seed(qwen):
     a, ca = capability_pairs(qwen, "arithmetic", 0)
     b, cb = capability_pairs(qwen, "arithmetic", 3)
     assert ca == cb and sorted(map(repr, a)) == sorted(map(repr, b)) and a != b
+
+
+def test_prepare_data_builds_template_probes_for_the_qwen_tokenizer(qwen, workdir: Path):
+    """`data.probes.source: templates` with the real tokenizer: every split of every capability written, disjoint,
+    single-token answers, and the kept / dropped counts per capability in metrics/prepare-data.json."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+    from tests.conftest import write_params
+
+    write_params(workdir / "params.yaml", {"data": {"tokenizer": str(QWEN), "capabilities": CAPS,
+                                                    "probes": {"source": "templates"}}})
+    r = CliRunner().invoke(app, ["stage", "prepare-data"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((workdir / "metrics/prepare-data.json").read_text())
+    assert m["probe_source"] == "templates" and sorted(m["kept"]) == sorted(CAPS)
+    for cap in CAPS:
+        k = m["kept"][cap]
+        assert k["kept"] + sum(k["dropped"].values()) == k["candidates"] and k["kept"] >= 12 + 4 * 8
+        rows = {split: [json.loads(l) for l in (workdir / "data/prepared" / split / f"{cap}.jsonl").read_text().splitlines()]
+                for split in ("validation", "probes", "protection", "discovery", "forgetting")}
+        assert [len(v) for v in rows.values()] == [12, 8, 8, 8, 8]
+        keys = [(x["clean"], x["corrupt"]) for v in rows.values() for x in v]
+        assert len(set(keys)) == len(keys)  # disjoint splits
+        for x in rows["probes"]:
+            single_token_id(qwen, x["answer"], cap) and single_token_id(qwen, x["distractor"], cap)
