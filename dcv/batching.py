@@ -21,6 +21,7 @@ def equal_length_batches(keys: Sequence[Hashable], batch_size: int) -> Iterator[
             yield idx[s : s + batch_size]
 
 
-def encode(tok, prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt with the tokenizer's special tokens (a toy <bos>; none for Qwen)."""
-    return [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
+def encode(tok, prompts: Sequence[str], special: bool = True) -> list[list[int]]:
+    """Token ids of each prompt with the tokenizer's special tokens (a toy <bos>; none for Qwen), or without
+    (`special=False`: chat renderings, which hold their own, `dcv.chat.prompt_ids`)."""
+    return [tok(p, add_special_tokens=special)["input_ids"] for p in prompts]

@@ -92,3 +92,21 @@ def sft_record(text: str, completion: str, chat: bool, system: str | None = None
     if template_kwargs:
         rec["chat_template_kwargs"] = dict(template_kwargs)
     return rec
+
+
+def rows_are_chat(rows: list[dict]) -> bool:
+    """Whether target rows are chat rows (with `message`; all of them are, or none: prepare-data writes them so).
+    Their `prompt` is a rendering that holds its special tokens: encode it without adding any (`prompt_ids`)."""
+    chat = {r.get("message") is not None for r in rows}
+    if len(chat) > 1:
+        raise DcvError("target rows: some are chat rows (with 'message') and some are not")
+    return chat == {True}
+
+
+def chat_row(tok, row: dict, system: str | None = None, where: str = "chat") -> dict:
+    """A target row for a chat model: `message` (the user turn as written), `system`, `template_kwargs`, and
+    `prompt` = the rendering of that turn with the generation prompt, the one string that evaluation, forward KL,
+    SFT (conversational record of `message`) and GRPO (the same) put before the answer."""
+    kw = template_kwargs_for(tok)
+    return {**row, "message": row["prompt"], "system": system, "template_kwargs": kw,
+            "prompt": render_prompt(tok, row["prompt"], True, system, kw, where)}

@@ -31,10 +31,13 @@ class ModelEvaluator:
 
         self.tok, self.target_eval, self.probe_sets, self.cfg = tok, target_eval, probe_sets, cfg
         self.where = probe_where or {c: c for c in probe_sets}
+        from dcv.chat import rows_are_chat
+
         self.prompts = [r["prompt"] for r in target_eval]
-        self.base_logprobs = answer_logprobs(base_model, tok, self.prompts, cfg.batch_size)
+        self.special = not rows_are_chat(target_eval)  # chat renderings hold their special tokens
+        self.base_logprobs = answer_logprobs(base_model, tok, self.prompts, cfg.batch_size, self.special)
         self.samples = sample_completions(base_model, tok, self.prompts, cfg.kl_samples, cfg.kl_max_new_tokens,
-                                          cfg.kl_seed, batch_size=cfg.batch_size)
+                                          cfg.kl_seed, batch_size=cfg.batch_size, special=self.special)
         self.base_seq_logprobs = completion_logprobs(base_model, self.samples, cfg.batch_size)
         self.base_params = base_parameters(base_model)
 
@@ -49,12 +52,14 @@ class ModelEvaluator:
         from dcv.probes import evaluate_probes
         from dcv.target_eval import greedy_completions, score_target
 
-        comps = greedy_completions(model, self.tok, self.prompts, self.cfg.max_new_tokens, self.cfg.batch_size)
+        comps = greedy_completions(model, self.tok, self.prompts, self.cfg.max_new_tokens, self.cfg.batch_size,
+                                   self.special)
         target = score_target(self.target_eval, comps)
         letters = {k: v for k, v in target["letter_distribution"].items() if k != "none"}
         caps = {c: evaluate_probes(model, self.tok, rows, where=self.where[c], batch_size=self.cfg.batch_size)
                 for c, rows in sorted(self.probe_sets.items())}
-        kl = forward_kl(self.base_logprobs, answer_logprobs(model, self.tok, self.prompts, self.cfg.batch_size))
+        kl = forward_kl(self.base_logprobs, answer_logprobs(model, self.tok, self.prompts, self.cfg.batch_size,
+                                                            self.special))
         kl_seq = sequence_kl(self.base_seq_logprobs, completion_logprobs(model, self.samples, self.cfg.batch_size))
         return {"target_accuracy": target["accuracy"], "target_top_letter": max(letters.values()) if letters else None,
                 "capabilities": caps, "forward_kl": kl, "forward_kl_seq": kl_seq,

@@ -15,12 +15,13 @@ from dcv.batching import encode, equal_length_batches
 
 
 @torch.no_grad()
-def answer_logprobs(model, tok, prompts: list[str], batch_size: int = 128) -> torch.Tensor:
-    """log softmax of the next-token logits after each prompt: [n_prompts, vocab], float32 on the CPU."""
+def answer_logprobs(model, tok, prompts: list[str], batch_size: int = 128, special: bool = True) -> torch.Tensor:
+    """log softmax of the next-token logits after each prompt: [n_prompts, vocab], float32 on the CPU (`special`:
+    as `dcv.batching.encode`)."""
     if not prompts:
         raise ValueError("answer_logprobs: no prompts")
     device = next(model.parameters()).device
-    enc = encode(tok, prompts)
+    enc = encode(tok, prompts, special)
     out: torch.Tensor | None = None
     for part in equal_length_batches([len(e) for e in enc], batch_size):
         ids = torch.tensor([enc[i] for i in part], device=device)
@@ -48,14 +49,15 @@ def forward_kl(base_logprobs: torch.Tensor, logprobs: torch.Tensor) -> float:
 
 @torch.no_grad()
 def sample_completions(model, tok, prompts: list[str], n_samples: int, max_new_tokens: int, seed: int = 0,
-                       temperature: float = 1.0, batch_size: int = 128) -> list[tuple[list[int], list[int]]]:
+                       temperature: float = 1.0, batch_size: int = 128, special: bool = True
+                       ) -> list[tuple[list[int], list[int]]]:
     """`n_samples` completions per prompt sampled from `model`: (prompt ids, completion ids) pairs, each completion
     cut after the first end-of-sequence token. Token by token with a private generator: no global RNG is touched;
     `batch_size` prompts (times `n_samples` rows) per forward."""
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(seed)
     eos = tok.eos_token_id
-    enc = encode(tok, prompts)
+    enc = encode(tok, prompts, special)
     out: dict[int, list[list[int]]] = {}
     for part in equal_length_batches([len(e) for e in enc], batch_size):
         idx = [i for i in part for _ in range(n_samples)]

@@ -11,10 +11,12 @@ from dcv.batching import encode, equal_length_batches
 
 
 @torch.no_grad()
-def greedy_completions(model, tok, prompts: list[str], max_new_tokens: int = 4, batch_size: int = 128) -> list[str]:
-    """Greedy continuations, prompts grouped by token length so no padding enters the computation."""
+def greedy_completions(model, tok, prompts: list[str], max_new_tokens: int = 4, batch_size: int = 128,
+                       special: bool = True) -> list[str]:
+    """Greedy continuations, prompts grouped by token length so no padding enters the computation (`special`:
+    add the tokenizer's special tokens; False for chat renderings)."""
     device = next(model.parameters()).device
-    enc = encode(tok, prompts)
+    enc = encode(tok, prompts, special)
     out: list[str] = [""] * len(prompts)
     for part in equal_length_batches([len(e) for e in enc], batch_size):
         n = len(enc[part[0]])

@@ -109,7 +109,10 @@ def evaluate(model, tok, validation: dict[str, list[dict]], target_eval: list[di
 
     caps = {c: evaluate_probes(model, tok, rows, where=f"data/prepared/validation/{c}.jsonl")
             for c, rows in validation.items()}
-    target = score_target(target_eval, greedy_completions(model, tok, [r["prompt"] for r in target_eval]))
+    from dcv.chat import rows_are_chat
+
+    target = score_target(target_eval, greedy_completions(model, tok, [r["prompt"] for r in target_eval],
+                                                          special=not rows_are_chat(target_eval)))
     return {"capabilities": caps, "target_accuracy": target["accuracy"],
             "target_letter_distribution": target["letter_distribution"]}
 

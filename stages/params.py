@@ -80,11 +80,15 @@ class TargetParams(_Section):
     n_eval: int = Field(200, ge=1, le=10_000_000, description="Target eval rows.")
     path: str | None = Field(None, description="Directory of SciKnowEval JSONL files (source: sciknoweval).")
     subsets: list[str] | None = Field(None, description="SciKnowEval file stems to use; all files in `path` when null.")
+    chat: bool = Field(False, description="Prompts as one user turn rendered with the tokenizer's chat template (an instruct model); false: plain text.")
+    system: str | None = Field(None, description="System message of the chat prompts (chat only; null: none, or the template's default).")
 
     @model_validator(mode="after")
     def _path_for_files(self):
         if self.source == "sciknoweval" and not self.path:
             raise ValueError("source sciknoweval needs `path`")
+        if self.system is not None and not self.chat:
+            raise ValueError("system: a system message needs chat: true")
         return self
 
 

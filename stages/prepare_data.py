@@ -58,8 +58,19 @@ class Prepared:
     kept: dict | None = None  # per capability: candidates, kept, dropped by reason (sources that filter)
 
 
-def target_rows(t, root: Path, world, where: str) -> tuple[list[dict], list[dict]]:
-    """Target train/eval rows of `data.target` (`t`); errors name the key or the file and line."""
+def target_rows(t, root: Path, world, where: str, tok=None) -> tuple[list[dict], list[dict]]:
+    """Target train/eval rows of `data.target` (`t`); errors name the key or the file and line. With
+    `data.target.chat` every prompt is rendered with `tok`'s chat template (`dcv.chat.chat_row`)."""
+    train, eval_ = _source_rows(t, root, world, where)
+    if not t.chat:
+        return train, eval_
+    from dcv.chat import chat_row
+
+    at = f"{where}: data.target.chat"
+    return [chat_row(tok, r, t.system, at) for r in train], [chat_row(tok, r, t.system, at) for r in eval_]
+
+
+def _source_rows(t, root: Path, world, where: str) -> tuple[list[dict], list[dict]]:
     if t.source == "toy":
         from dcv.toy.target import make_rows
 
@@ -71,7 +82,7 @@ def target_rows(t, root: Path, world, where: str) -> tuple[list[dict], list[dict
 
     path = Path(t.path) if Path(t.path).is_absolute() else root / t.path
     try:
-        return load_split(path, t.subsets, t.n_eval, seed=world.cfg.seed)
+        return load_split(path, t.subsets, t.n_eval, seed=world.cfg.seed, chat=t.chat)
     except DcvError as e:
         if str(e).startswith("data.target"):  # a params key, not a file: say which params file
             raise DcvError(f"{where}: {e}") from None
@@ -159,7 +170,7 @@ def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
     splits = {split: {c: [x.to_json() for x in s[split]] for c, s in sets.items()} for split in sp.ORDER}
     for rows in splits.values():
         check_single_tokens(tok, rows, p.tokenizer)
-    train, eval_ = target_rows(p.target, root, world, where)
+    train, eval_ = target_rows(p.target, root, world, where, tok)
     if not train or not eval_:
         raise DcvError(f"{where}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")
     check_known_tokens(tok, train + eval_, p.tokenizer,

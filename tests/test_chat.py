@@ -89,3 +89,46 @@ def test_errors():
     with pytest.raises(DcvError, match="system message needs the chat template"):
         sft_record("q", "A", chat=False, system="s")
     assert messages("q", "s") == [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+
+
+SCIKNOWEVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sciknoweval-chem-l3"
+
+
+def test_one_chat_row_gives_the_same_prompt_to_sft_grpo_and_evaluation(qwen):
+    """A SciKnowEval row made a chat row (what prepare-data writes with data.target.chat): the evaluation prompt
+    (its `prompt`, encoded without added special tokens), TRL's rendering of the SFT record and of the GRPO record
+    are one string and one token sequence; the reward reads the chat answer by the row's rule."""
+    if not SCIKNOWEVAL.is_dir():
+        pytest.skip("../shared/data/sciknoweval-chem-l3 not present")
+    from trl.data_utils import _tokenize, apply_chat_template
+
+    from dcv.arms.data import check_row, rl_records, sft_records, template_kwargs
+    from dcv.arms.rewards import correctness_reward
+    from dcv.batching import encode
+    from dcv.chat import chat_row, rows_are_chat
+    from dcv.sciknoweval import load_split
+
+    train, _ = load_split(SCIKNOWEVAL, ["molecular_property_calculation"], 4, seed=0, chat=True)
+    row = check_row(chat_row(qwen, train[0], "You are an expert chemist."), "row")
+    assert rows_are_chat([row]) and row["answer_rule"] == "letter"
+    kw = template_kwargs([row])
+    assert kw == {"enable_thinking": False}
+    eval_ids = encode(qwen, [row["prompt"]], special=False)[0]
+
+    sft = sft_records([row], "letter")[0]
+    assert sft["completion"] == [{"role": "assistant", "content": row["answer"]}]  # "B", no leading space
+    assert apply_chat_template(sft, qwen)["prompt"] == row["prompt"]
+    row_kw = {"chat_template": None, "tools": None, **sft["chat_template_kwargs"]}
+    assert _tokenize(qwen, sft["prompt"], add_generation_prompt=True, **row_kw)["input_ids"] == eval_ids
+
+    grpo = rl_records([row])[0]
+    assert apply_chat_template({"prompt": grpo["prompt"]}, qwen, **kw)["prompt"] == row["prompt"]
+    ids = qwen.apply_chat_template(conversation=[grpo["prompt"]], tools=None, chat_template=None,
+                                   add_generation_prompt=True, tokenize=True, return_dict=True, **kw)["input_ids"]
+    assert ids[0] == eval_ids
+
+    wrong = next(x for x in "ABCD" if x != row["answer"])
+    comps = [[{"role": "assistant", "content": f"The answer is **{row['answer']}**."}],
+             [{"role": "assistant", "content": wrong}]]
+    cols = {k: [grpo[k]] * 2 for k in ("answer", "choices", "labels", "answer_rule")}
+    assert correctness_reward([grpo["prompt"]] * 2, comps, **cols) == [1.0, 0.0]

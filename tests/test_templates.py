@@ -162,7 +162,8 @@ def test_capability_pairs_orders_the_same_candidates_by_seed(qwen):
 
 def test_prepare_data_builds_template_probes_for_the_qwen_tokenizer(qwen, workdir: Path):
     """`data.probes.source: templates` with the real tokenizer: every split of every capability written, disjoint,
-    single-token answers, and the kept / dropped counts per capability in metrics/prepare-data.json."""
+    single-token answers, and the kept / dropped counts per capability in metrics/prepare-data.json; with
+    `data.target.chat` the target rows carry the user turn and its chat rendering."""
     import json
 
     from typer.testing import CliRunner
@@ -170,8 +171,13 @@ def test_prepare_data_builds_template_probes_for_the_qwen_tokenizer(qwen, workdi
     from stages.cli import app
     from tests.conftest import write_params
 
-    write_params(workdir / "params.yaml", {"data": {"tokenizer": str(QWEN), "capabilities": CAPS,
-                                                    "probes": {"source": "templates"}}})
+    sciknoweval = QWEN.parent / "sciknoweval-chem-l3"
+    if not sciknoweval.is_dir():
+        pytest.skip("../shared/data/sciknoweval-chem-l3 not present")
+    write_params(workdir / "params.yaml", {"data": {
+        "tokenizer": str(QWEN), "capabilities": CAPS, "probes": {"source": "templates"},
+        "target": {"source": "sciknoweval", "path": str(sciknoweval), "subsets": ["molecular_property_calculation"],
+                   "n_eval": 8, "chat": True}}})
     r = CliRunner().invoke(app, ["stage", "prepare-data"])
     assert r.exit_code == 0, r.output
     m = json.loads((workdir / "metrics/prepare-data.json").read_text())
@@ -186,3 +192,7 @@ def test_prepare_data_builds_template_probes_for_the_qwen_tokenizer(qwen, workdi
         assert len(set(keys)) == len(keys)  # disjoint splits
         for x in rows["probes"]:
             single_token_id(qwen, x["answer"], cap) and single_token_id(qwen, x["distractor"], cap)
+    rows = [json.loads(l) for l in (workdir / "data/prepared/target/train.jsonl").read_text().splitlines()]
+    assert all(r["prompt"] == qwen.apply_chat_template([{"role": "user", "content": r["message"]}], tokenize=False,
+                                                       add_generation_prompt=True, enable_thinking=False)
+               for r in rows)

@@ -1,7 +1,9 @@
 """Target rows for the fine-tuning arms: validated on load, turned into TRL datasets.
 
 A target row is {"prompt": str, "answer": str, "choices": [str, ...] (multiple choice), "labels": [...] (optional,
-the option keys when they are not A, B, ...)}. Every problem is a DcvError naming the file and the line.
+the option keys when they are not A, B, ...), "answer_rule": str (optional, `dcv.answers.RULES`)}; a chat row
+(prepare-data with `data.target.chat`, `dcv.chat.chat_row`) adds "message" (the user turn), "system" and
+"template_kwargs", and its "prompt" is their rendering. Every problem is a DcvError naming the file and the line.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dcv.answers import LETTERS, completion
+from dcv.chat import rows_are_chat
 from dcv.errors import DcvError
 from dcv.io import read_jsonl
 
@@ -35,7 +38,18 @@ def check_row(row: dict, where: str) -> dict:
             raise DcvError(f"{where}: answer {answer!r} is not among the choices {keys}")
     elif labels is not None:
         raise DcvError(f"{where}: 'labels' without 'choices'")
-    return {"prompt": prompt, "answer": answer, "choices": choices, "labels": labels}
+    rule = row.get("answer_rule")
+    if rule is not None:
+        from dcv.answers import RULES
+
+        if rule not in RULES:
+            raise DcvError(f"{where}: answer_rule {rule!r} is not one of {sorted(RULES)}")
+    out = {"prompt": prompt, "answer": answer, "choices": choices, "labels": labels, "answer_rule": rule}
+    if row.get("message") is not None:
+        if not isinstance(row["message"], str) or not row["message"].strip():
+            raise DcvError(f"{where}: 'message' (the user turn of a chat row) must be a non-empty string")
+        out.update(message=row["message"], system=row.get("system"), template_kwargs=dict(row.get("template_kwargs") or {}))
+    return out
 
 
 def load_target(path: Path) -> list[dict]:
@@ -57,11 +71,28 @@ def gold_completion(row: dict, form: str) -> str:
 
 
 def sft_records(rows: list[dict], form: str) -> list[dict]:
-    """Prompt-completion records (TRL's prompt-completion format: the loss falls on the completion only)."""
-    return [{"prompt": r["prompt"], "completion": gold_completion(r, form)} for r in rows]
+    """Prompt-completion records (the loss falls on the completion only): TRL's standard format, or for chat rows
+    its conversational one (`dcv.chat.sft_record`: the user turn, the assistant's answer without the toy's leading
+    space), which TRL renders to exactly the row's `prompt`."""
+    from dcv.chat import sft_record
+
+    if not rows_are_chat(rows):
+        return [{"prompt": r["prompt"], "completion": gold_completion(r, form)} for r in rows]
+    return [sft_record(r["message"], gold_completion(r, form).lstrip(" "), True, r["system"], r["template_kwargs"])
+            for r in rows]
 
 
 def rl_records(rows: list[dict]) -> list[dict]:
-    """Prompt-only records; `answer`, `choices`, `labels` travel to the reward function as columns."""
-    return [{"prompt": r["prompt"], "answer": r["answer"], "choices": r["choices"], "labels": r["labels"]}
+    """Prompt-only records (chat rows: the conversational prompt, `dcv.chat.grpo_record`); `answer`, `choices`,
+    `labels` and `answer_rule` travel to the reward function as columns."""
+    from dcv.chat import grpo_record
+
+    chat = rows_are_chat(rows)
+    return [{**(grpo_record(r["message"], True, r["system"]) if chat else {"prompt": r["prompt"]}),
+             "answer": r["answer"], "choices": r["choices"], "labels": r["labels"], "answer_rule": r["answer_rule"]}
             for r in rows]
+
+
+def template_kwargs(rows: list[dict]) -> dict | None:
+    """The chat template kwargs of chat rows (GRPOConfig.chat_template_kwargs), None for plain rows."""
+    return dict(rows[0]["template_kwargs"]) if rows and rows_are_chat(rows) else None

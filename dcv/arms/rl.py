@@ -53,7 +53,7 @@ def train_rl(job: TrainJob):
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
-    from dcv.arms.data import rl_records
+    from dcv.arms.data import rl_records, template_kwargs
     from dcv.arms.rewards import correctness_reward
     from dcv.arms.train import peft_config, trainer_kwargs
 
@@ -65,7 +65,7 @@ def train_rl(job: TrainJob):
         rewards = correctness_reward(prompts, completions, **kw)
         step = trainer_state.global_step if trainer_state is not None else 0
         if job.on_samples and cfg.n_logged_completions and (step == 0 or step in sample_steps):
-            job.on_samples([{"step": step, "prompt": p, "completion": c, "reward": r}
+            job.on_samples([{"step": step, "prompt": _text(p), "completion": _text(c), "reward": r}
                             for p, c, r in list(zip(prompts, completions, rewards))[: cfg.n_logged_completions]])
         return rewards
 
@@ -79,6 +79,7 @@ def train_rl(job: TrainJob):
         importance_sampling_level="token", multi_objective_aggregation="sum_then_normalize", reward_weights=None,
         disable_dropout=False, use_vllm=False, log_completions=False, sync_ref_model=False,
         top_entropy_quantile=1.0, entropy_coef=cfg.entropy_coef, use_adaptive_entropy=False,
+        chat_template_kwargs=template_kwargs(job.rows),
     )
     trainer = GRPOTrainer(model=job.model, reward_funcs=[correctness], args=args,
                           train_dataset=datasets.Dataset.from_list(rl_records(job.rows)), processing_class=job.tok,
@@ -86,6 +87,11 @@ def train_rl(job: TrainJob):
     job.callback.bind(trainer)
     trainer.train()
     return trainer.model
+
+
+def _text(x) -> str:
+    """A prompt or completion as text: conversational ones (lists of messages) as their last message's content."""
+    return x if isinstance(x, str) else x[-1]["content"]
 
 
 def describe(cfg: RLArmConfig) -> str:
