@@ -30,11 +30,18 @@ class LMEvalConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="At most this many documents per task (null: all).")
     batch_size: int = Field(8, ge=1, le=4096, description="Requests per forward pass.")
     models: Literal["final", "all"] = Field("final", description="final: the base and each arm's final checkpoint per seed; all: every checkpoint.")
+    data_dir: str | None = Field(None, description="Directory of the tasks' local data files (relative to the params file; configs/lm_eval/README.md).")
+    allow_code_execution: bool = Field(False, description="Let tasks run model-written code on this machine (HumanEval); off unless you accept that.")
+    chat: bool = Field(False, description="Render every request with the tokenizer's chat template (an instruct model).")
+    system: str | None = Field(None, description="System message of the chat requests (chat only).")
+    max_gen_toks: int | None = Field(None, ge=1, le=65536, description="New tokens of generative tasks (IFEval, HumanEval); null: each task's own.")
 
     @model_validator(mode="after")
     def _needs_tasks(self):
         if self.enabled and (not self.include_path or not self.tasks):
             raise ValueError("enabled needs include_path and a non-empty tasks list")
+        if self.system is not None and not self.chat:
+            raise ValueError("system: a system message needs chat: true")
         return self
 
 

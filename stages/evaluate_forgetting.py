@@ -51,13 +51,14 @@ def lm_eval_scores(ctx: StageContext, refs, load) -> dict[str, dict]:
     from dcv.lm_eval_bridge import evaluate
 
     cfg = ctx.params.forgetting.lm_eval
-    include = Path(cfg.include_path)
-    include = include if include.is_absolute() else ctx.root / include
+    include, data_dir = _under(ctx.root, cfg.include_path), _under(ctx.root, cfg.data_dir)
+    gen = {"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None
     out = {}
     for ref in refs:
         if ref.is_base or cfg.models == "all" or ref.final:
             model, tok = load(ref)
-            out[ref.id] = evaluate(model, tok, include, cfg.tasks, cfg.limit, cfg.batch_size, ctx.params.common.seeds[0])
+            out[ref.id] = evaluate(model, tok, include, cfg.tasks, cfg.limit, cfg.batch_size, ctx.params.common.seeds[0],
+                                   data_dir, cfg.allow_code_execution, cfg.chat, cfg.system, gen)
             del model
     return out
 
@@ -125,18 +126,34 @@ def run(ctx: StageContext, inputs: tuple) -> dict:
                                   for arm, a in m["arms"].items()}})
 
 
+def _under(root: Path, path: str | None) -> Path | None:
+    """A params path, relative to the params file's directory unless absolute."""
+    if path is None:
+        return None
+    p = Path(path)
+    return p if p.is_absolute() else root / p
+
+
 def check_lm_eval(cfg, root: Path, where: str) -> None:
-    """With `forgetting.lm_eval.enabled`: the task directory exists and the harness is installed."""
+    """With `forgetting.lm_eval.enabled`: the task and data directories exist, the harness is installed, and each
+    task's offline needs (its data files, packages, code execution) are met, before any model is loaded."""
     if not cfg.enabled:
         return
-    from dcv.lm_eval_bridge import require
+    from dcv.lm_eval_bridge import check_requirements, require
 
     if cfg.include_path is None:
         raise DcvError(f"{where}: forgetting.lm_eval.include_path: null, but lm_eval is enabled (a directory of "
                        f"task YAMLs)")
-    inc = Path(cfg.include_path)
-    if not (inc if inc.is_absolute() else root / inc).is_dir():
-        raise DcvError(f"{where}: forgetting.lm_eval.include_path: directory not found: {inc}")
+    inc = _under(root, cfg.include_path)
+    if not inc.is_dir():
+        raise DcvError(f"{where}: forgetting.lm_eval.include_path: directory not found: {cfg.include_path}")
+    data_dir = _under(root, cfg.data_dir)
+    if data_dir is not None and not data_dir.is_dir():
+        raise DcvError(f"{where}: forgetting.lm_eval.data_dir: directory not found: {cfg.data_dir}")
+    try:
+        check_requirements(inc, list(cfg.tasks), data_dir, cfg.allow_code_execution)
+    except DcvError as e:
+        raise DcvError(f"{where}: forgetting.lm_eval: {e}") from None
     require(f"{where}: forgetting.lm_eval.enabled")
 
 

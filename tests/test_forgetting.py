@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from stages.cli import app
 from tests import synthetic
-from tests.conftest import write_params
+from tests.conftest import REPO, write_params
 
 TWO_ARMS = {"common": {"arms": ["sft", "rl"]}, "dcv": {"pairs": [["sft", "rl"]]}}
 
@@ -161,6 +161,14 @@ def test_missing_checkpoints_and_bad_params(tiny: Path, workdir: Path):
     write_params(workdir / "params.yaml", {**TWO_ARMS, "forgetting": {"lm_eval": {"enabled": True}}})
     r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
     assert r.exit_code == 2 and "params.yaml: forgetting.lm_eval: enabled needs include_path" in r.output, r.output
+    tasks = {"enabled": True, "include_path": str(REPO / "configs/lm_eval"), "tasks": ["humaneval"]}
+    write_params(workdir / "params.yaml", {**TWO_ARMS, "forgetting": {"lm_eval": tasks}})
+    r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])  # the task's data files, before any model loads
+    assert r.exit_code == 2 and "params.yaml: forgetting.lm_eval: lm_eval task humaneval: reads local data files" in r.output, r.output
+    (workdir / "lm-data").mkdir()
+    write_params(workdir / "params.yaml", {**TWO_ARMS, "forgetting": {"lm_eval": {**tasks, "data_dir": "lm-data/nope"}}})
+    r = CliRunner().invoke(app, ["stage", "evaluate-forgetting"])
+    assert r.exit_code == 2 and "params.yaml: forgetting.lm_eval.data_dir: directory not found: lm-data/nope" in r.output
     assert not (workdir / "metrics/evaluate-forgetting.json").exists() and not (workdir / "mlflow.db").exists()
 
 
