@@ -22,6 +22,8 @@ stage_app = typer.Typer(no_args_is_help=True, help="Run one pipeline stage (what
 app.add_typer(stage_app, name="stage")
 sweep_app = typer.Typer(no_args_is_help=True, help="The Pareto sweep with DVC experiments (README, Sweeps).")
 app.add_typer(sweep_app, name="sweep")
+profile_app = typer.Typer(no_args_is_help=True, help="Named params overrides (profiles/<name>.yaml), e.g. the study's setting.")
+app.add_typer(profile_app, name="profile")
 
 _state = {"debug": False}
 ParamsOpt = typer.Option("params.yaml", "--params", "-p", help="Params file (its directory is the repository root).")
@@ -85,6 +87,25 @@ def _profiled(fn: Callable[[], None]) -> None:
         prof.runcall(fn)
     finally:
         prof.dump_stats(path)
+
+
+@profile_app.command("list")
+def profile_list(params: str = ParamsOpt) -> None:
+    """The profiles of this repository (profiles/*.yaml) and what each is."""
+    from stages import profile as s
+
+    _call(lambda: s.main(params, None, [], False))
+
+
+@profile_app.command("apply")
+def profile_apply(name: str = typer.Argument(..., help="Profile name: profiles/<name>.yaml."),
+                  sets: list[str] = typer.Option([], "--set", "-S", help="KEY=VALUE after the profile (YAML value)."),
+                  dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the keys; write nothing."),
+                  params: str = ParamsOpt) -> None:
+    """Merge a profile (then each -S) into params.yaml, comments kept; validated as the stages will, before writing."""
+    from stages import profile as s
+
+    _call(lambda: s.main(params, name, sets, dry_run))
 
 
 @app.command("check")
