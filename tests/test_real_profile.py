@@ -1,0 +1,88 @@
+"""The study's profile end to end on CPU, shrunk: the real Qwen tokenizer of ../shared, a tiny random Qwen2 as the
+base, real SciKnowEval rows as chat prompts, template probes; every stage through the CLI (no DVC), so that the
+real-scale code path runs in CI. Its numbers mean nothing (a random model); that every stage runs and writes its
+outputs, and that the chat rows reach the arms, is what it checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stages.cli import app
+from tests.conftest import REPO
+
+SHARED = REPO.parent / "shared" / "data"
+QWEN, SCIKNOWEVAL = SHARED / "qwen-tokenizer", SHARED / "sciknoweval-chem-l3"
+
+SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe splits, the tiny model
+    "common.seeds": [0], "common.device": "cpu", "common.torch_threads": 1, "common.experiment": "dcv-test",
+    "data.n_validation": 12, "data.probes.n_pairs": 8, "data.probes.n_protection": 8, "data.probes.n_discovery": 8,
+    "data.probes.n_forgetting": 8, "data.target.subsets": ["molecular_property_calculation"], "data.target.n_eval": 8,
+    "sft.max_steps": 2, "sft.save_every": 1, "sft.save_steps": [1, 2], "sft.per_device_train_batch_size": 2,
+    "sft.gradient_accumulation_steps": 1, "sft.max_length": 400, "sft.logging_steps": 1,
+    "protect.max_steps": 2, "protect.save_every": 1, "protect.save_steps": [1, 2], "protect.per_device_train_batch_size": 2,
+    "protect.gradient_accumulation_steps": 1, "protect.max_length": 400, "protect.logging_steps": 1,
+    "protect.protection.batch_size": 4,
+    "rl.max_steps": 2, "rl.save_every": 1, "rl.save_steps": [1, 2], "rl.per_device_train_batch_size": 4, "rl.num_generations": 2,
+    "rl.gradient_accumulation_steps": 1, "rl.generation_batch_size": 4, "rl.max_completion_length": 4,
+    "rl.logging_steps": 1, "rl.n_logged_completions": 2,
+    "circuits.batch_size": 4, "circuits.heads_per_forward": 8, "circuits.eap_ig_steps": 2,
+    "forgetting.eval": {"max_new_tokens": 4, "batch_size": 8, "kl_samples": 2, "kl_max_new_tokens": 4, "kl_seed": 0},
+    "forgetting.lm_eval.enabled": False, "dcv.n_bootstrap": 20, "dcv.n_permutations": 99,
+}
+
+
+def tiny_qwen(directory: Path):
+    """A random Qwen2 with the real tokenizer's vocabulary: 2 layers x 4 heads (2 key/value heads)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(QWEN))
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    Qwen2ForCausalLM(cfg).save_pretrained(str(directory))
+    tok.save_pretrained(str(directory))
+
+
+@pytest.mark.slow
+def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypatch):
+    if not (QWEN.is_dir() and SCIKNOWEVAL.is_dir()):
+        pytest.skip("../shared/data (Qwen tokenizer, SciKnowEval rows) not present")
+    project = tmp_path / "p"
+    project.mkdir()
+    for f in ("params.yaml",):
+        shutil.copy(REPO / f, project / f)
+    for d in ("profiles", "configs"):
+        shutil.copytree(REPO / d, project / d)
+    tiny_qwen(tmp_path / "tiny-qwen")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    sets = [f"data.target.path={SCIKNOWEVAL}", f"data.tokenizer={QWEN}", f"base.hf.model={tmp_path / 'tiny-qwen'}"]
+    sets += [f"{k}={json.dumps(v)}" for k, v in SHRINK.items()]
+    r = CliRunner().invoke(app, ["profile", "apply", "study", *[x for s in sets for x in ("-S", s)]])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["check"])
+    assert r.exit_code == 0, r.output
+    for s in ("prepare-data", "base", "sft", "rl", "protect", "evaluate-forgetting", "extract-circuits", "score-dcv",
+              "report"):
+        r = CliRunner().invoke(app, ["stage", s])
+        assert r.exit_code == 0, f"{s}: {r.output}"
+
+    row = json.loads((project / "data/prepared/target/train.jsonl").read_text().splitlines()[0])
+    assert row["prompt"].startswith("<|im_start|>user\n") and row["message"] in row["prompt"]
+    assert row["answer_rule"] == "letter"
+    m = json.loads((project / "metrics/prepare-data.json").read_text())
+    assert m["probe_source"] == "templates" and set(m["kept"]) == {"ioi", "greater_than", "capitals", "induction",
+                                                                  "arithmetic", "mcqa"}
+    rl = json.loads((project / "metrics/rl.json").read_text())
+    assert rl["config"]["loss_type"] == "dr_grpo" and rl["config"]["beta"] == 0.0
+    assert (project / "models/rl/seed-0/final/model.safetensors").is_file()
+    idx = json.loads((project / "circuits/index.json").read_text())
+    assert idx["method"] == "eap-ig" and "rl/seed-0/step-2" in idx["models"]
+    assert (project / "circuits/base/ioi.json").is_file() and (project / "reports/report.md").is_file()
