@@ -25,7 +25,7 @@ def answer_logprobs(model, tok, prompts: list[str], batch_size: int = 128, speci
     out: torch.Tensor | None = None
     for part in equal_length_batches([len(e) for e in enc], batch_size):
         ids = torch.tensor([enc[i] for i in part], device=device)
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1, :].float()
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1).logits[:, -1, :].float()
         lp = torch.log_softmax(logits, dim=-1).cpu()
         if out is None:
             out = torch.empty(len(prompts), lp.shape[-1])
@@ -65,7 +65,8 @@ def sample_completions(model, tok, prompts: list[str], n_samples: int, max_new_t
         done = torch.zeros(len(idx), dtype=torch.bool)
         new: list[torch.Tensor] = []
         for _ in range(max_new_tokens):
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1, :].float().cpu()
+            out_ = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1)
+            logits = out_.logits[:, -1, :].float().cpu()
             probs = torch.softmax(logits / temperature, dim=-1)
             nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]
             new.append(nxt)
@@ -90,7 +91,9 @@ def completion_logprobs(model, pairs: list[tuple[list[int], list[int]]], batch_s
     for part in equal_length_batches([(len(p), len(c)) for p, c in pairs], batch_size):
         lp, lc = len(pairs[part[0]][0]), len(pairs[part[0]][1])
         ids = torch.tensor([pairs[i][0] + pairs[i][1] for i in part], device=device)
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, lp - 1 : lp + lc - 1, :]
+        # the vocabulary projection of the positions that predict the completion only (`logits_to_keep`: the last
+        # lc + 1 positions, lp - 1 .. lp + lc - 1; a 151k vocabulary at every prompt position is most of the cost)
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=lc + 1).logits[:, :lc, :]
         lps = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, lp:, None])[:, :, 0]
         out[part] = lps.sum(1).cpu()
     return out

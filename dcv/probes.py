@@ -69,7 +69,7 @@ def evaluate_probes(model, tok, rows: list[dict], where: str = "probes", batch_s
     device = next(model.parameters()).device
     correct, diffs, n = 0, 0.0, 0
     for b in probe_batches(tok, rows, max_batch=batch_size, where=where):
-        logits = model(input_ids=b.ids.to(device)).logits[:, -1, :].float()
+        logits = model(input_ids=b.ids.to(device), logits_to_keep=1).logits[:, -1, :].float()
         answer = b.answer.to(device)
         correct += int((logits.argmax(-1) == answer).sum())
         diffs += float(logit_difference(logits, answer, b.distractor.to(device)).sum())
