@@ -106,7 +106,8 @@ def main() -> None:
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("PYTHONPATH", None)
+    # the clone's own code: a `dcv` console script of an editable install would import the installing checkout's
+    env["PYTHONPATH"] = str(clone)
     env.pop("DCV_PROFILE", None)
     dvc = [sys.executable, "-m", "dvc"]
     logs = clone / "bench-logs"

@@ -111,6 +111,19 @@ def check_lora(model, cfg, key: str) -> None:
                            f"(name a layer: {', '.join(leaves)})")
 
 
+def check_generation(cfg, key: str, device) -> None:
+    """vLLM generation (`use_vllm`) needs CUDA and the vllm package: said before the model loads, not by TRL after."""
+    if not getattr(cfg, "use_vllm", False):
+        return
+    import importlib.util
+
+    if device.type != "cuda":
+        raise DcvError(f"{key}.use_vllm: vLLM generates on CUDA only (common.device resolves to {device.type})")
+    if importlib.util.find_spec("vllm") is None:
+        raise DcvError(f"{key}.use_vllm: the vllm package is not installed (pip install vllm, the version TRL 1.16 "
+                       f"supports)")
+
+
 def check_inputs(layout, arm, cfg, inputs: dict, where: str) -> None:
     """What the arm's params imply about its inputs, before the MLflow run opens: the rows fit `max_length`, LoRA's
     target modules exist in the base (errors name the params file and key)."""
@@ -258,6 +271,12 @@ def main(name: str, params: str) -> None:
     p, root = stage_params(params, name, params_keys(name))
     inputs = load_inputs(Layout(root), arm)
     check_inputs(Layout(root), arm, getattr(p, name), inputs, params)
+    from dcv.models import resolve_device
+
+    try:
+        check_generation(getattr(p, name), name, resolve_device(p.common.device))
+    except DcvError as e:
+        raise DcvError(f"{params}: {e}") from None
     if p.common.launch.enabled and not os.environ.get(LAUNCHED):
         from dcv.models import resolve_device
 

@@ -63,6 +63,7 @@ def check(params_path: str | Path) -> list[str]:
     """Every up-front check of every stage; returns one line per stage checked, raises DcvError at the first
     problem (the message names the file and key, or the data file and line)."""
     from dcv.arms import REGISTRY as ARMS
+    from dcv.models import resolve_device
     from dcv.tracking import check_store
     from stages import arms, base, evaluate_forgetting, prepare_data
     from stages.params import load_params
@@ -112,6 +113,7 @@ def check(params_path: str | Path) -> list[str]:
         cfg = getattr(p, name)
         try:
             arms.check_fits(tok, prep.train, cfg, name, "data/prepared/target/train.jsonl (as prepare-data writes it)")
+            arms.check_generation(cfg, name, resolve_device(p.common.device))
             if cfg.finetune == "lora":
                 built = built or model()
                 arms.check_lora(built, cfg, name)

@@ -369,11 +369,40 @@ def _check_files(path: Path, p: Params) -> None:
         raise DcvError(f"{path}: common.launch.config_file: file not found: {cf}")
     if p.common.launch.num_processes > 1 and cf is None:
         raise DcvError(f"{path}: common.launch.config_file: needed when num_processes > 1 (configs/accelerate/*.yaml)")
+    if cf is not None:
+        _check_sharding(path, root / cf, cf, p)
     for key, val in (("data.tokenizer", p.data.tokenizer), ("base.hf.model", p.base.hf.model)):
         if key == "base.hf.model" and p.base.kind != "hf":
             continue
         if val != "toy" and _looks_local(val) and not (root / val).exists():
             raise DcvError(f"{path}: {key}: directory not found: {val}")
+
+
+def sharded_parameters(config: dict) -> str | None:
+    """The name of an accelerate config's parameter sharding (ZeRO-3, FSDP), None when parameters are whole."""
+    if config.get("distributed_type") == "FSDP":
+        return "FSDP"
+    ds = config.get("deepspeed_config") or {}
+    if config.get("distributed_type") == "DEEPSPEED" and int(ds.get("zero_stage", 0) or 0) == 3:
+        return "ZeRO-3"
+    return None
+
+
+def _check_sharding(path: Path, file: Path, name: str, p) -> None:
+    """LoRA checkpoints are saved merged into a copy of the full weights, which sharded parameters (ZeRO-3, FSDP)
+    do not have on any one rank: refused here, before any rank starts, rather than at the first checkpoint."""
+    try:
+        config = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DcvError(f"{path}: common.launch.config_file: {name}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    kind = sharded_parameters(config) if isinstance(config, dict) else None
+    if kind is None:
+        return
+    for arm in p.common.arms:
+        if getattr(p, arm).finetune == "lora":
+            raise DcvError(f"{path}: {arm}.finetune: lora with {kind} (common.launch.config_file {name}) is not "
+                           f"supported: the merged checkpoint needs whole parameters; use ddp.yaml or zero2.yaml, "
+                           f"or finetune: full")
 
 
 def _looks_local(ref: str) -> bool:

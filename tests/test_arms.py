@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from stages.cli import app
-from tests.conftest import write_params
+from tests.conftest import REPO, write_params
 
 # Tiny, matched budgets: sft and protect 4 prompts/step; rl 16 completions / 4 generations = 4 prompts/step.
 TINY_ARMS = {
@@ -331,6 +331,18 @@ def test_launch_params_are_checked(armdir: Path):
     _params(armdir, {"common": {"launch": {"config_file": "configs/accelerate/nope.yaml"}}})
     r = _invoke("stage", "rl")
     assert r.exit_code == 2 and "common.launch.config_file: file not found" in r.output
+    # LoRA with sharded parameters: refused by the params check, before any rank starts (any stage: a shared rule)
+    (armdir / "acc").mkdir(exist_ok=True)
+    for name in ("zero3.yaml", "fsdp.yaml", "zero2.yaml"):
+        shutil.copy(REPO / "configs/accelerate" / name, armdir / "acc" / name)
+    for name, kind in (("zero3.yaml", "ZeRO-3"), ("fsdp.yaml", "FSDP")):
+        _params(armdir, {"common": {"launch": {"config_file": f"acc/{name}"}}, "rl": {"finetune": "lora"}})
+        r = _invoke("stage", "sft")
+        assert r.exit_code == 2 and f"rl.finetune: lora with {kind} (common.launch.config_file acc/{name})" in r.output
+    _params(armdir, {"common": {"launch": {"config_file": "acc/zero2.yaml"}}, "rl": {"finetune": "lora"}})
+    from stages.params import load_params
+
+    load_params(armdir / "params.yaml")  # ZeRO-2 keeps whole parameters: LoRA is fine
 
 
 @pytest.mark.slow
@@ -453,3 +465,10 @@ def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp
     assert repro(*arms) == {"sft"}
     edit("protect", "protection.weight", 3.0)  # a protect-only key
     assert repro(*arms) == {"protect"}
+
+
+def test_vllm_generation_is_refused_on_cpu_before_the_model_loads(armdir: Path):
+    _params(armdir, {"rl": {"use_vllm": True}})
+    r = _invoke("stage", "rl")
+    assert r.exit_code == 2 and "params.yaml: rl.use_vllm: vLLM generates on CUDA only" in r.output, r.output
+    assert not (armdir / "models/rl").exists() and not (armdir / "metrics").exists()

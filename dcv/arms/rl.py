@@ -30,6 +30,9 @@ class RLArmConfig(ArmConfig):
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage scaling by the reward std (Dr.GRPO: none).")
     mask_truncated_completions: bool = Field(False, description="Drop completions that hit max_completion_length from the loss.")
     n_logged_completions: int = Field(16, ge=0, le=10_000, description="Sampled completions kept for the MLflow table at step 0 and at each checkpoint step.")
+    use_vllm: bool = Field(False, description="Generate with vLLM (TRL's use_vllm; CUDA and `pip install vllm`).")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="colocate: vLLM shares the training GPUs; server: a `trl vllm-serve` process.")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, lt=1.0, description="Share of each GPU's memory vLLM may take (colocate).")
 
     @model_validator(mode="after")
     def _groups(self):
@@ -77,9 +80,10 @@ def train_rl(job: TrainJob):
         num_iterations=cfg.num_iterations, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
         mask_truncated_completions=cfg.mask_truncated_completions, shuffle_dataset=True, remove_unused_columns=False,
         importance_sampling_level="token", multi_objective_aggregation="sum_then_normalize", reward_weights=None,
-        disable_dropout=False, use_vllm=False, log_completions=False, sync_ref_model=False,
+        disable_dropout=False, log_completions=False, sync_ref_model=False,
         top_entropy_quantile=1.0, entropy_coef=cfg.entropy_coef, use_adaptive_entropy=False,
-        chat_template_kwargs=template_kwargs(job.rows),
+        chat_template_kwargs=template_kwargs(job.rows), use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
     )
     trainer = GRPOTrainer(model=job.model, reward_funcs=[correctness], args=args,
                           train_dataset=datasets.Dataset.from_list(rl_records(job.rows)), processing_class=job.tok,
