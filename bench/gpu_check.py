@@ -77,7 +77,8 @@ def random_model(directory: Path, tokenizer: Path, shape: dict) -> int:
 def shrink(steps: int, arms: dict) -> dict:
     out = {"common.seeds": [0], "common.experiment": "gpu-check", "data.n_validation": 16,
            "data.probes.n_pairs": 16, "data.probes.n_protection": 16, "data.probes.n_discovery": 16,
-           "data.probes.n_forgetting": 16, "data.target.n_eval": 32, "forgetting.lm_eval.enabled": False,
+           "data.probes.n_forgetting": 16, "data.target.n_eval": 32,
+           "data.target_pairs.n_pairs": 8, "data.target_pairs.n_discovery": 8, "forgetting.lm_eval.enabled": False,
            "dcv.n_bootstrap": 50, "dcv.n_permutations": 99}
     for arm in arms:
         out.update({f"{arm}.max_steps": steps, f"{arm}.save_every": steps, f"{arm}.save_steps": [steps],

@@ -23,6 +23,12 @@ from dcv.io import read_jsonl_lines
 
 HUB_ID = "hicai-zju/SciKnowEval"
 EQUATION_TASKS = {"balancing_chemical_equation"}
+ANSWER_SUFFIX = "\nAnswer:"  # ends a base model's (non-chat) prompt
+
+
+def options_block(texts: list[str], labels: list[str]) -> str:
+    """The options of an MCQ row as the prompt shows them: "A. ..." one per line."""
+    return "\n".join(f"{l}. {t}" for l, t in zip(labels, texts))
 
 
 def _text(raw: dict, key: str, where: str) -> str:
@@ -56,8 +62,7 @@ def user_text(raw: dict, where: str) -> tuple[str, list[str] | None, list[str] |
         raise DcvError(f"{where}: every option in 'choices.text' must be a non-empty string")
     if not all(isinstance(x, str) and len(x) == 1 and x.isupper() for x in labels) or len(set(labels)) != len(labels):
         raise DcvError(f"{where}: 'choices.label' must be distinct capital letters, got {labels}")
-    opts = "\n".join(f"{l}. {t}" for l, t in zip(labels, texts))
-    return f"{instr}\n{q}\n{opts}".strip(), list(texts), list(labels)
+    return f"{instr}\n{q}\n{options_block(texts, labels)}".strip(), list(texts), list(labels)
 
 
 def to_row(raw: dict, where: str, chat: bool = False) -> dict:
@@ -67,7 +72,7 @@ def to_row(raw: dict, where: str, chat: bool = False) -> dict:
     text, texts, labels = user_text(raw, where)
     details = raw.get("details") if isinstance(raw.get("details"), dict) else {}
     task = details.get("task") if isinstance(details.get("task"), str) else ""
-    prompt = text if chat else f"{text}\nAnswer:"
+    prompt = text if chat else text + ANSWER_SUFFIX
     if texts is not None:
         key = raw.get("answerKey")
         if not key:

@@ -25,6 +25,12 @@ DISCOVERY = "discovery"
 FORGETTING = "forgetting"
 ORDER = (VALIDATION, SCORING, PROTECTION, DISCOVERY, FORGETTING)  # drawing order (never reorder: see above)
 
+# The target task's own probe pairs (`dcv.target_pairs`, from the held-out target eval rows) are this capability, in
+# the scoring and discovery splits only: a task capability, not a prior one (it has no forgetting split, since
+# target accuracy is measured from the eval rows themselves, and no validation or protection split).
+TARGET = "target"
+TARGET_SPLITS = (SCORING, DISCOVERY)  # drawing order of the target pairs
+
 # The base measured on the discovery split: its circuits file is `circuits/<DISCOVERY_MODEL>/<capability>.json`.
 DISCOVERY_MODEL = f"{DISCOVERY}/base"
 

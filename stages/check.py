@@ -59,6 +59,12 @@ def toy_meta_model(p, tok):
         return build_model(p.base.model, len(tok), tok, p.base.seed)
 
 
+def _target_pairs_line(prep) -> str:
+    if prep.target_pairs is None:
+        return "none (data.target_pairs.kinds is empty)"
+    return " + ".join(f"{len(v)} {k}" for k, v in prep.target_pairs.items())
+
+
 def check(params_path: str | Path) -> list[str]:
     """Every up-front check of every stage; returns one line per stage checked, raises DcvError at the first
     problem (the message names the file and key, or the data file and line)."""
@@ -77,7 +83,8 @@ def check(params_path: str | Path) -> list[str]:
     prep = prepare_data.prepare(p.data, root, where,
                                 resolve=lambda ref: local_ref(ref, None, "data.tokenizer", where))
     done.append(f"prepare-data: tokenizer {p.data.tokenizer} ({len(prep.tok)} tokens), probe splits of "
-                f"{len(prep.splits['probes'])} capabilities, {len(prep.train)} + {len(prep.eval)} target rows")
+                f"{len(prep.splits['probes'])} capabilities, {len(prep.train)} + {len(prep.eval)} target rows, "
+                f"target pairs {_target_pairs_line(prep)}")
 
     if p.base.kind == "toy":
         from dcv.toy.corpus import build_corpus

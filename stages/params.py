@@ -92,6 +92,22 @@ class TargetParams(_Section):
         return self
 
 
+class TargetPairsParams(_Section):
+    kinds: list[str] = Field(default_factory=lambda: ["key_swap", "entity_swap"], description="Counterfactual pair kinds of the target task's probe pairs (capability `target`, dcv.target_pairs): key_swap (the gold option swapped with another) | entity_swap (toy only: another entity whose food is another option), assigned round robin over the target eval rows; [] = no target capability.")
+    n_pairs: int = Field(64, ge=1, le=100_000, description="Target pairs of the scoring split (`probes/target.jsonl`), one per target eval row.")
+    n_discovery: int = Field(64, ge=1, le=100_000, description="Target pairs of the discovery split (`discovery/target.jsonl`), from eval rows the scoring split does not use.")
+
+    @field_validator("kinds")
+    @classmethod
+    def _registered(cls, v: list[str]) -> list[str]:
+        from dcv.target_pairs import KINDS
+
+        bad = [k for k in v if k not in KINDS]
+        if bad or len(set(v)) != len(v):
+            raise ValueError(f"unknown or repeated pair kind {bad or v}; registered: {', '.join(KINDS)}")
+        return v
+
+
 class DataParams(_Section):
     tokenizer: str = Field("toy", min_length=1, description="toy: build the world's word-level tokenizer; else a Hugging Face id or local dir.")
     world: WorldConfig = Field(default_factory=WorldConfig)
@@ -101,6 +117,17 @@ class DataParams(_Section):
     n_validation: int = Field(100, ge=1, le=100_000, description="Held-out pairs per capability for the base's own check.")
     probes: ProbeParams = Field(default_factory=ProbeParams)
     target: TargetParams = Field(default_factory=TargetParams)
+    target_pairs: TargetPairsParams = Field(default_factory=TargetPairsParams)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _not_target(cls, v: list[str]) -> list[str]:
+        from dcv.splits import TARGET
+
+        if TARGET in v:
+            raise ValueError(f"{TARGET!r} is the target task's own probe pairs (data.target_pairs), not a prior "
+                             f"capability")
+        return v
 
 
 class HFModelParams(_Section):

@@ -8,14 +8,18 @@ Each output is its own DVC out, written atomically, so that a stage reruns only 
     data/prepared/corpus/        the toy base's pretraining text
     data/prepared/target/        {train,eval}.jsonl: the target task
     data/prepared/validation/    <capability>.jsonl: the base's own check (feeds stage base only)
-    data/prepared/probes/        <capability>.jsonl: the scoring split (head effects of every model)
+    data/prepared/probes/        <capability>.jsonl: the scoring split (head effects of every model), and target.jsonl
     data/prepared/protection/    <capability>.jsonl: the prompts arm protect trains its penalty on
-    data/prepared/discovery/     <capability>.jsonl: the base circuit C0 is chosen on these (base only)
+    data/prepared/discovery/     <capability>.jsonl: the base circuit C0 is chosen on these (base only), and target.jsonl
     data/prepared/forgetting/    <capability>.jsonl: accuracy and logit difference of every model
 
 The probe splits of a capability are disjoint held-out pairs (never in the corpus), drawn in the order of
 `dcv.splits.ORDER`; the metrics record, per capability, how many of a split's clean prompts another split shares
 (`clean_overlap`: a capability with few distinct prompts cannot avoid it).
+
+The target task's own pairs (capability `TARGET`, `dcv.target_pairs`, kinds `data.target_pairs.kinds`) are built
+from the target eval rows, one per row, and go into the scoring and discovery splits only: target accuracy is
+measured on the eval rows themselves, and forgetting is of the prior capabilities only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from dcv import io
 from dcv import splits as sp
 from dcv.errors import DcvError
+from dcv.splits import TARGET, TARGET_SPLITS
 from stages.context import StageContext, stage, stage_params
 
 PARAMS = ["data"]
@@ -56,6 +61,8 @@ class Prepared:
     train: list[dict]
     eval: list[dict]
     kept: dict | None = None  # per capability: candidates, kept, dropped by reason (sources that filter)
+    target_pairs: dict[str, list[dict]] | None = None  # split (probes, discovery) -> target pairs; None: no kinds
+    target_kept: dict | None = None  # per pair kind: candidates (rows), kept, dropped by reason
 
 
 def target_rows(t, root: Path, world, where: str, tok=None) -> tuple[list[dict], list[dict]]:
@@ -154,6 +161,28 @@ def check_known_tokens(tok, rows: list[dict], name: str, files: str) -> None:
                            f"be the model's tokenizer")
 
 
+def target_pairs(p, tok, eval_: list[dict], world, where: str) -> tuple[dict[str, list[dict]] | None, dict]:
+    """The target task's probe pairs (`data.target_pairs`) from the eval rows: split -> pairs (None when no kinds
+    are asked), and the counts per kind. Errors name the params key: a kind the target cannot serve
+    (`kinds`: entity_swap without the toy world), too few kept pairs (`n_pairs` or `n_discovery`, the first split
+    that cannot be filled; the scoring split is drawn first)."""
+    from dcv.target_pairs import TooFewPairs, build_target_pairs
+
+    t = p.target_pairs
+    sizes = {sp.SCORING: t.n_pairs, sp.DISCOVERY: t.n_discovery}
+    assert tuple(sizes) == TARGET_SPLITS
+    keys = {sp.SCORING: "data.target_pairs.n_pairs", sp.DISCOVERY: "data.target_pairs.n_discovery"}
+    try:
+        pairs, counts = build_target_pairs(tok, eval_, list(t.kinds), sizes, p.world.seed,
+                                           world if p.target.source == "toy" else None)
+    except TooFewPairs as e:
+        raise DcvError(f"{where}: {keys[e.split]}: {e} (lower data.target_pairs.n_pairs / n_discovery, or raise "
+                       f"data.target.n_eval)") from None
+    except ValueError as e:
+        raise DcvError(f"{where}: data.target_pairs.kinds: {e}") from None
+    return (pairs if t.kinds else None), counts
+
+
 def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
     """Everything prepare-data computes that can fail, from the `data` params (`p`) and the files they name; every
     error names the params file and key, or the data file and line. Cheap: no corpus, no model. `resolve`: how a
@@ -175,7 +204,8 @@ def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
         raise DcvError(f"{where}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")
     check_known_tokens(tok, train + eval_, p.tokenizer,
                        "the toy target" if p.target.source == "toy" else str(p.target.path).rstrip("/"))
-    return Prepared(world, tok, splits, train, eval_, counts)
+    tpairs, tkept = target_pairs(p, tok, eval_, world, where)
+    return Prepared(world, tok, splits, train, eval_, counts, tpairs, tkept)
 
 
 def run(ctx: StageContext, prep: Prepared) -> dict:
@@ -201,17 +231,26 @@ def run(ctx: StageContext, prep: Prepared) -> dict:
         with io.atomic_dir(lay.prepared(split)) as d:
             for cap, rows in rows_by_cap.items():
                 io.write_jsonl(d / f"{cap}.jsonl", rows)
+            if prep.target_pairs is not None and split in prep.target_pairs:
+                io.write_jsonl(d / f"{TARGET}.jsonl", prep.target_pairs[split])
     overlap = {c: {f"{a}/{b}": round(sp.clean_overlap({x: splits[x][c] for x in sp.ORDER}, a, b), 6)
                    for a, b in ((sp.DISCOVERY, sp.SCORING), (sp.SCORING, sp.FORGETTING), (sp.DISCOVERY, sp.FORGETTING))}
                for c in p.capabilities}
     metrics = {"vocab_size": len(tok), "target": {"n_train": len(train), "n_eval": len(eval_)},
                "pairs": {split: {c: len(r) for c, r in rows.items()} for split, rows in splits.items()},
-               "clean_overlap": overlap, "probe_source": p.probes.source}
+               "clean_overlap": overlap, "probe_source": p.probes.source,
+               # the target task's own pairs, apart from `pairs` (prior capabilities only)
+               "target_pairs": {"kinds": list(p.target_pairs.kinds),
+                                "pairs": {s: len((prep.target_pairs or {}).get(s, [])) for s in TARGET_SPLITS},
+                                "kept": prep.target_kept or {}}}
     if prep.kept is not None:
         metrics["kept"] = prep.kept
     io.write_json(lay.metrics("prepare-data"), metrics)
     ctx.run.log_final(metrics)
-    ctx.run.log_dict({c: rows[:5] for c, rows in splits[sp.SCORING].items()}, "probe_examples.json")
+    examples = {c: rows[:5] for c, rows in splits[sp.SCORING].items()}
+    if prep.target_pairs is not None:
+        examples[TARGET] = prep.target_pairs[sp.SCORING][:5]
+    ctx.run.log_dict(examples, "probe_examples.json")
     return metrics
 
 

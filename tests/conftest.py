@@ -25,6 +25,7 @@ TINY = {
         "world": {"n_known_entities": 12, "n_unknown_entities": 4, "n_names": 6, "n_symbols": 10, "modulus": 7},
         "corpus": {"n_lines": 1500},
         "target": {"n_train": 40, "n_eval": 16},
+        "target_pairs": {"n_pairs": 4, "n_discovery": 4},
     },
     "base": {
         "model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

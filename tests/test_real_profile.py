@@ -23,6 +23,7 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "data.capabilities": ["ioi", "mcqa"],  # all six are built and checked by tests/test_templates.py
     "data.n_validation": 12, "data.probes.n_pairs": 8, "data.probes.n_protection": 8, "data.probes.n_discovery": 8,
     "data.probes.n_forgetting": 8, "data.target.subsets": ["molecular_property_calculation"], "data.target.n_eval": 8,
+    "data.target_pairs.n_pairs": 3, "data.target_pairs.n_discovery": 3,  # key_swap (the profile's kind) of 8 eval rows
     "sft.max_steps": 2, "sft.save_every": 1, "sft.save_steps": [1, 2], "sft.per_device_train_batch_size": 2,
     "sft.gradient_accumulation_steps": 1, "sft.max_length": 400, "sft.logging_steps": 1,
     "protect.max_steps": 2, "protect.save_every": 1, "protect.save_steps": [1, 2], "protect.per_device_train_batch_size": 2,
@@ -51,6 +52,18 @@ def tiny_qwen(directory: Path):
     tok.save_pretrained(str(directory))
 
 
+def target_pairs_written(project: Path) -> None:
+    """The target task's own pairs (key_swap, the profile's kind): the scoring and discovery splits only, the chat
+    answer letter without a space."""
+    m = json.loads((project / "metrics/prepare-data.json").read_text())
+    assert m["target_pairs"]["kinds"] == ["key_swap"] and m["target_pairs"]["pairs"] == {"probes": 3, "discovery": 3}
+    for split in ("probes", "discovery"):
+        pairs = [json.loads(l) for l in (project / f"data/prepared/{split}/target.jsonl").read_text().splitlines()]
+        assert len(pairs) == 3 and all(p["kind"] == "key_swap" and p["answer"] in ("A", "B", "C", "D") for p in pairs)
+    assert not any((project / f"data/prepared/{s}/target.jsonl").exists() for s in ("validation", "protection",
+                                                                                    "forgetting"))
+
+
 @pytest.mark.slow
 def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypatch):
     if not (QWEN.is_dir() and SCIKNOWEVAL.is_dir()):
@@ -74,6 +87,8 @@ def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypat
               "report"):
         r = CliRunner().invoke(app, ["stage", s])
         assert r.exit_code == 0, f"{s}: {r.output}"
+        if s == "prepare-data":
+            target_pairs_written(project)
 
     row = json.loads((project / "data/prepared/target/train.jsonl").read_text().splitlines()[0])
     assert row["prompt"].startswith("<|im_start|>user\n") and row["message"] in row["prompt"]

@@ -177,7 +177,7 @@ def test_prepare_data_builds_template_probes_for_the_qwen_tokenizer(qwen, workdi
     write_params(workdir / "params.yaml", {"data": {
         "tokenizer": str(QWEN), "capabilities": CAPS, "probes": {"source": "templates"},
         "target": {"source": "sciknoweval", "path": str(sciknoweval), "subsets": ["molecular_property_calculation"],
-                   "n_eval": 8, "chat": True}}})
+                   "n_eval": 8, "chat": True}, "target_pairs": {"kinds": ["key_swap"]}}})
     r = CliRunner().invoke(app, ["stage", "prepare-data"])
     assert r.exit_code == 0, r.output
     m = json.loads((workdir / "metrics/prepare-data.json").read_text())
