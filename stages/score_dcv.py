@@ -57,7 +57,10 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
     from dcv.scoring.circuits import capabilities, check_compatible, check_discovery, load_circuit
     from dcv.splits import DISCOVERY_MODEL
 
-    caps = capabilities(layout.circuits)
+    table = MeasurementTable.read(layout.measurements)
+    # Prior capabilities only: those with forgetting-split rows. A task capability (the target's own pairs,
+    # `dcv.splits.TARGET`) has circuits but no forgetting; the study's measures on it are not scored here yet.
+    caps = [c for c in capabilities(layout.circuits) if c in table.capabilities]
     bases = {c: load_circuit(layout.circuit_file(BASE, c)) for c in caps}
     disc = {}
     for c in caps:
@@ -67,7 +70,6 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
                            f"extract-circuits)")
         disc[c] = load_circuit(f)
         check_discovery(disc[c], bases[c])
-    table = MeasurementTable.read(layout.measurements)
     circuits, curves = {}, {}
     for arm in arms:
         curves[arm] = {}
