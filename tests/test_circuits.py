@@ -334,12 +334,14 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
     ids = ["base", "rl/seed-0/step-4", "sft/seed-0/step-2", "sft/seed-0/step-4"]
     index = json.loads((proj / "circuits/index.json").read_text())
     assert sorted(index["models"]) == ids and index["models"]["sft/seed-0/step-4"]["final"] is True
+    assert "target" in caps  # the target task's own pairs: 4 of them in the tiny params, 8 for each prior capability
+    n = {cap: 4 if cap == "target" else 8 for cap in caps}
     for mid in ids:
         for cap in caps:
             c = json.loads((proj / f"circuits/{mid}/{cap}.json").read_text())
-            assert (c["model"], c["capability"], c["method"], c["n_pairs"], c["n_layers"], c["n_heads"]) == (mid, cap, "exact", 8, 2, 4)
+            assert (c["model"], c["capability"], c["method"], c["n_pairs"], c["n_layers"], c["n_heads"]) == (mid, cap, "exact", n[cap], 2, 4)
             e, pp = torch.tensor(c["effects"]), torch.tensor(c["effects_per_pair"])
-            assert pp.shape == (8, 2, 4) and torch.allclose(pp.mean(0), e, atol=1e-4)
+            assert pp.shape == (n[cap], 2, 4) and torch.allclose(pp.mean(0), e, atol=1e-4)
             f = c["faithfulness"]
             assert f["k"] == list(range(9)) and f["f"][0] == 0 and f["f"][-1] == pytest.approx(1, abs=1e-3)
             assert "seconds" not in c and set(c["metric"]) == {"clean", "corrupt", "empty"}
@@ -347,7 +349,7 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
                 assert c["base_circuit"] == f and c["cross_model"] is None
             else:
                 assert c["base_circuit"]["order"] == base_order[cap]
-                assert torch.tensor(c["cross_model"]["effects_per_pair"]).shape == (8, 2, 4)
+                assert torch.tensor(c["cross_model"]["effects_per_pair"]).shape == (n[cap], 2, 4)
             assert (proj / f"circuits/{mid}/{cap}.png").read_bytes()[:4] == b"\x89PNG"
         if mid == "base":
             base_order = {cap: json.loads((proj / f"circuits/base/{cap}.json").read_text())["faithfulness"]["order"]
