@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import TINY, deep_update  # noqa: E402  (the tests' tiny params: one definition)
 
 SEED_OVER = 2**32
-BUDGET = {a: {"max_steps": 4, "save_every": 2} for a in ("sft", "rl", "protect")}
+BUDGET = {a: {"max_steps": 4, "save_every": 2} for a in ("sft", "rl", "protect", "rl_sft")}
 SCIKNOWEVAL_ROW = {"question": "Which reagent converts a primary alcohol to an aldehyde without over-oxidation?",
                    "type": "mcq-4-choices", "choices": {"text": ["PCC", "KMnO4", "CrO3/H2SO4", "HNO3"],
                                                         "label": ["A", "B", "C", "D"]}, "answerKey": "A",

@@ -38,7 +38,7 @@ QWEN25_3B = {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers
              "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 2048, "tie_word_embeddings": True}
-STAGES = ("prepare-data", "base", "sft", "rl", "protect", "evaluate-forgetting", "extract-circuits", "score-dcv")
+STAGES = ("prepare-data", "base", "sft", "rl", "protect", "rl_sft", "evaluate-forgetting", "extract-circuits", "score-dcv")
 
 
 class GpuPeak(threading.Thread):
@@ -113,8 +113,9 @@ def main() -> None:
     print(f"# gpu check: random Qwen2 of {n_params / 1e9:.2f} B parameters ({'tiny' if args.shrink else 'Qwen2.5-3B shape'}),"
           f" {args.steps} steps per arm; built and saved in {time.perf_counter() - t0:.0f} s\n", flush=True)
     profile = yaml.safe_load((REPO / "profiles/study.yaml").read_text())
+    ARMS = yaml.safe_load((REPO / "params.yaml").read_text())["common"]["arms"]  # noqa: N806
     sets = {"data.target.path": str(args.sciknoweval), "data.tokenizer": str(args.tokenizer),
-            "base.hf.model": str(root / "model"), **shrink(args.steps, {a: profile[a] for a in ("sft", "rl", "protect")})}
+            "base.hf.model": str(root / "model"), **shrink(args.steps, {a: profile[a] for a in ARMS})}
     cli = [sys.executable, "-m", "stages.cli"]
     r = subprocess.run([*cli, "profile", "apply", "study", *[x for k, v in sets.items() for x in ("-S", f"{k}={json.dumps(v)}")]],
                        cwd=project, env=env, capture_output=True, text=True)
@@ -139,7 +140,7 @@ def main() -> None:
             raise SystemExit(f"stage {name} failed (exit {rc}); the end of {root / (name + '.log')}:\n{tail}")
 
     per_step = {}
-    for arm in ("sft", "rl", "protect"):
+    for arm in ARMS:
         m = json.loads((project / "metrics" / f"{arm}.json").read_text())
         per_step[arm] = m["seeds"]["0"]["wall_s"] / args.steps
     seeds = len(yaml.safe_load((REPO / "params.yaml").read_text())["common"]["seeds"])
@@ -147,7 +148,7 @@ def main() -> None:
     n_ckpt = len(profile["sft"]["save_steps"])
     measured = {n: s for n, s, _ in rows}
     # the measurement stages measured the base and one checkpoint per arm; the profile has seeds x checkpoints each
-    per_model = (measured["evaluate-forgetting"] + measured["extract-circuits"]) / 4
+    per_model = (measured["evaluate-forgetting"] + measured["extract-circuits"]) / (1 + len(ARMS))
     measure_h = per_model * (1 + 3 * seeds * n_ckpt) / 3600
     print("\n| stage | seconds | peak GPU memory (GiB) |\n| --- | ---: | ---: |")
     for name, seconds, peak in rows:

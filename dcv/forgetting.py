@@ -52,15 +52,16 @@ def point(t: MeasurementTable, mid: str) -> dict:
 
 
 def summarize_arm(t: MeasurementTable, arm: str, seeds: list[int], fraction: float) -> dict:
-    """Per seed every checkpoint (step 0 = the base) and its adaptation step; over seeds the final values (mean,
-    sample SD) and the curve (mean, min, max at each step every seed has)."""
+    """Per seed every checkpoint (step 0 = the model it started from: the base, or the checkpoint of the arm it
+    continues) and its adaptation step; over seeds the final values (mean, sample SD) and the curve (mean, min, max
+    at each step every seed has)."""
     per_seed = {}
     for s in seeds:
         steps = t.steps(arm, s)
         if not steps:
             raise DcvError(f"{t.path}: no checkpoints of arm {arm}, seed {s}")
         rows = [{"step": st, **point(t, t.checkpoint(arm, s, st))} for st in [0] + steps]
-        per_seed[s] = {"checkpoints": rows,
+        per_seed[s] = {"start": t.start(arm, s), "checkpoints": rows,
                        "adaptation_steps": adaptation_step([(r["step"], r["target_accuracy"]) for r in rows], fraction)}
     finals = [v["checkpoints"][-1] for v in per_seed.values()]
     common = sorted(set.intersection(*({r["step"] for r in v["checkpoints"]} for v in per_seed.values())))

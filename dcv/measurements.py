@@ -6,7 +6,8 @@ Stage `evaluate-forgetting` loads the base and every checkpoint of every arm and
 (the equal-accuracy choice), the forgetting summaries and the report read that table through `MeasurementTable`;
 nothing measures a checkpoint a second time.
 
-Per model (repeated on each of its rows): target eval accuracy (greedy, judged by `dcv.answers`), the largest
+Per model (repeated on each of its rows): the model its arm and seed started from (`init`: the base, or another
+arm's checkpoint that it continues, which is then that arm's step 0), target eval accuracy (greedy, judged by `dcv.answers`), the largest
 share of one letter among its target answers (a collapse diagnostic), the forward KL E_x KL(pi0 || pi) at the
 answer position (`forward_kl`, exact) and over whole completions (`forward_kl_seq`, sampled: `dcv.kl`), and the
 L2 distance of its weights to the base's (`param_distance`). Per capability: top-1 accuracy and mean logit
@@ -44,15 +45,17 @@ class Measurement:
     forward_kl: float
     forward_kl_seq: float
     param_distance: float | None = None  # ||theta - theta_0||_2; 0 for the base
+    init: str = BASE  # the model its arm and seed trained from (`base`, or a checkpoint of another arm: `rl_sft`)
 
     @property
     def is_prior(self) -> bool:
         return not self.capability.startswith(LM_EVAL)
 
 
-def rows_for(ref: ModelRef, m: dict) -> list[Measurement]:
-    """Table rows of one model from `dcv.evaluation.ModelEvaluator`'s result (and lm-eval scores under `m["lm_eval"]`)."""
-    common = dict(model=ref.id, arm=ref.arm, seed=ref.seed, step=ref.step, final=ref.final,
+def rows_for(ref: ModelRef, m: dict, init: str = BASE) -> list[Measurement]:
+    """Table rows of one model from `dcv.evaluation.ModelEvaluator`'s result (and lm-eval scores under `m["lm_eval"]`);
+    `init`: the model its arm and seed started from."""
+    common = dict(model=ref.id, arm=ref.arm, seed=ref.seed, step=ref.step, final=ref.final, init=init,
                   target_accuracy=m["target_accuracy"], target_top_letter=m["target_top_letter"],
                   forward_kl=m["forward_kl"], forward_kl_seq=m["forward_kl_seq"], param_distance=m.get("param_distance"))
     rows = [Measurement(capability=c, accuracy=v["accuracy"], logit_diff=v["logit_diff"], **common)
@@ -105,10 +108,21 @@ class MeasurementTable:
         """Checkpoint steps of one arm and seed (the base, step 0, not included)."""
         return sorted({r.step for r in self.rows if r.arm == arm and r.seed == seed})
 
+    def start(self, arm: str, seed: int) -> str:
+        """The model one arm and seed trained from (its step 0): the base, or the checkpoint of another arm it
+        continues (`init`); that model's own rows must be in the table."""
+        inits = {r.init for r in self.rows if r.arm == arm and r.seed == seed}
+        if len(inits) > 1:
+            raise DcvError(f"{self.path}: {arm} seed {seed} has rows that start from different models {sorted(inits)}")
+        mid = inits.pop() if inits else BASE
+        if mid != BASE:
+            self.model(mid)
+        return mid
+
     def checkpoint(self, arm: str, seed: int, step: int) -> str:
-        """Model id at (arm, seed, step); step 0 is the base."""
+        """Model id at (arm, seed, step); step 0 is the model it started from (`start`: the base for most arms)."""
         if step == 0:
-            return BASE
+            return self.start(arm, seed)
         mid = f"{arm}/seed-{seed}/step-{step}"
         self.model(mid)
         return mid
@@ -125,7 +139,7 @@ class MeasurementTable:
         return {"mean": statistics.fmean(per.values()), **per}
 
     def target_curve(self, arm: str, seed: int) -> dict[int, float]:
-        """step -> target accuracy of one arm and seed, step 0 = the base."""
-        out = {0: self.first(BASE).target_accuracy}
+        """step -> target accuracy of one arm and seed, step 0 = the model it started from (`start`)."""
+        out = {0: self.first(self.start(arm, seed)).target_accuracy}
         out.update({st: self.first(self.checkpoint(arm, seed, st)).target_accuracy for st in self.steps(arm, seed)})
         return out

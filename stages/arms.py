@@ -2,8 +2,9 @@
 
     dcv stage <arm> [--params params.yaml]
 
-The arm (a registered entry of `dcv.arms`) trains from `models/base` on the prompts of
-`data/prepared/target/train.jsonl` for each seed of `common.seeds`, with its own params section. Outs (one DVC
+The arm (a registered entry of `dcv.arms`) trains from `models/base`, or from another arm's checkpoint (`<arm>.init`,
+`<arm>.init_step`: seed s from that arm's seed s), on the prompts of `data/prepared/target/train.jsonl` for each
+seed of `common.seeds`, with its own params section. Outs (one DVC
 out per arm, written atomically: a killed run leaves only `.tmp-*` siblings):
 
     models/<arm>/seed-<s>/checkpoints/step-<n>/   at each checkpoint step of the arm's budget
@@ -53,6 +54,28 @@ def load_inputs(layout, arm) -> dict:
     if not (layout.base_model / "config.json").is_file():
         raise DcvError(f"{layout.base_model}: not a model directory (run stage base first)")
     return inputs
+
+
+def start_of(layout, cfg, seed: int) -> tuple[str, Path]:
+    """(model id, directory) a seed of an arm trains from: the base, or checkpoint `init_step` (null: the final one)
+    of seed `seed` of arm `init`."""
+    from dcv.layout import BASE, model_id
+    from dcv.models import read_marker
+
+    if cfg.init == BASE:
+        return BASE, layout.base_model
+    d = layout.checkpoint_dir(cfg.init, seed, cfg.init_step) if cfg.init_step else layout.final_dir(cfg.init, seed)
+    step = cfg.init_step or read_marker(d).get("step")
+    return model_id(cfg.init, seed, step or 0), d
+
+
+def check_starts(layout, name: str, cfg, seeds: list[int]) -> None:
+    """Every seed's start is a trained model (an arm that continues another needs that arm's stage run first)."""
+    for seed in seeds:
+        mid, d = start_of(layout, cfg, seed)
+        if mid != "base" and not (d / "config.json").is_file():
+            raise DcvError(f"{layout.rel(d)}: not a model directory ({name}.init {cfg.init}, init_step "
+                           f"{cfg.init_step}: seed {seed} starts there; run stage {cfg.init} first)")
 
 
 def file_lines(path: Path) -> list[int]:
@@ -155,8 +178,9 @@ def train_seed(ctx: StageContext, arm, seed: int, out: Path, inputs: dict, marke
     cfg = getattr(ctx.params, arm.name)
     t0 = time.perf_counter()
     seed_everything(seed, ctx.params.common.torch_threads)
-    model, tok = load_model(ctx.layout.base_model, "cpu", "float32")  # the Trainer places it on the device
-    marker = {**marker_base, "arm": arm.name, "seed": seed, "finetune": cfg.finetune,
+    start, start_dir = start_of(ctx.layout, cfg, seed)
+    model, tok = load_model(start_dir, "cpu", "float32")  # the Trainer places it on the device
+    marker = {**marker_base, "arm": arm.name, "seed": seed, "init": start, "finetune": cfg.finetune,
               "config": cfg.model_dump(mode="json")}
     saved: list[int] = []
     last_logs: dict[str, float] = {}
@@ -270,6 +294,7 @@ def main(name: str, params: str) -> None:
     arm = REGISTRY[name]
     p, root = stage_params(params, name, params_keys(name))
     inputs = load_inputs(Layout(root), arm)
+    check_starts(Layout(root), name, getattr(p, name), list(p.common.seeds))
     check_inputs(Layout(root), arm, getattr(p, name), inputs, params)
     from dcv.models import resolve_device
 

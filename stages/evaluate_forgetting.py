@@ -85,8 +85,9 @@ def log_arm_curves(ctx: StageContext, metrics: dict, refs) -> None:
 def run(ctx: StageContext, inputs: tuple) -> dict:
     from dcv.evaluation import ModelEvaluator
     from dcv.forgetting import CURVE_KEYS, summarize
+    from dcv.layout import BASE
     from dcv.measurements import MeasurementTable, rows_for
-    from dcv.models import load_model, resolve_device
+    from dcv.models import load_model, read_marker, resolve_device
 
     t0 = time.perf_counter()
     cfg, common = ctx.params.forgetting, ctx.params.common
@@ -110,7 +111,8 @@ def run(ctx: StageContext, inputs: tuple) -> dict:
     if cfg.lm_eval.enabled:
         for mid, scores in lm_eval_scores(ctx, refs, load).items():
             measured[mid]["lm_eval"] = scores
-    table = MeasurementTable([row for ref in refs for row in rows_for(ref, measured[ref.id])])
+    inits = {ref.id: read_marker(ref.dir).get("init", BASE) for ref in refs if not ref.is_base}
+    table = MeasurementTable([row for ref in refs for row in rows_for(ref, measured[ref.id], inits.get(ref.id, BASE))])
     metrics = summarize(table, list(common.arms), list(common.seeds), cfg.adaptation_fraction)
 
     table.write(ctx.layout.measurements)

@@ -43,7 +43,7 @@ class LaunchParams(_Section):
 
 
 class CommonParams(_Section):
-    arms: list[str] = Field(default_factory=lambda: ["sft", "rl", "protect"], min_length=1, description="The fine-tuning arms that are measured and compared (registered arms, each a dvc.yaml stage).")
+    arms: list[str] = Field(default_factory=lambda: ["sft", "rl", "protect", "rl_sft"], min_length=1, description="The fine-tuning arms that are measured and compared (registered arms, each a dvc.yaml stage).")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the fine-tuning arms and everything downstream.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run; auto = cuda when available.")
     torch_threads: int = Field(2, ge=0, le=512, description="CPU threads for torch (0 = torch's default). Part of the params because CPU results may depend on it.")
@@ -247,6 +247,7 @@ def check_params(path: Path, p) -> None:
     _check_device(path, p)
     _check_files(path, p)
     _check_budgets(path, p)
+    _check_inits(path, p)
     _check_pairs(path, p)
     _check_common_steps(path, p)
     _check_toy_target(path, p)
@@ -309,12 +310,15 @@ def _check_device(path: Path, p) -> None:
 
 
 def _check_common_steps(path: Path, p) -> None:
-    """score-dcv compares the arms of `common.arms` at a checkpoint step all of them have (the last such)."""
-    steps = {a: set(getattr(p, a).checkpoint_steps()) for a in p.common.arms}
-    if not set.intersection(*steps.values()):
-        listed = "; ".join(f"{a}: {sorted(s)}" for a, s in steps.items())
-        raise DcvError(f"{path}: common.arms: the arms share no checkpoint step ({listed}), so score-dcv cannot "
-                       f"compare them at equal steps (give them a common save step, or match_budget_of)")
+    """score-dcv compares each pair of `dcv.pairs` at a checkpoint step both arms have (the last such)."""
+    for pair in p.dcv.pairs:
+        if any(a not in ARMS for a in pair):
+            continue  # _check_pairs names it
+        steps = {a: set(getattr(p, a).checkpoint_steps()) for a in pair}
+        if not set.intersection(*steps.values()):
+            listed = "; ".join(f"{a}: {sorted(s)}" for a, s in steps.items())
+            raise DcvError(f"{path}: dcv.pairs: {list(pair)} share no checkpoint step ({listed}), so score-dcv "
+                           f"cannot compare them at equal steps (give them a common save step, or match_budget_of)")
 
 
 def toy_target_capacity(world) -> int:
@@ -378,6 +382,32 @@ def _check_budgets(path: Path, p) -> None:
         if diff:
             raise DcvError(f"{path}: {name}.{diff[0]}: {diff[1]} of {other}, while {name}.match_budget_of is "
                            f"{other} (match them, or set it null)")
+
+
+def _check_inits(path: Path, p) -> None:
+    """An arm continues the base or another registered arm, at one of that arm's checkpoint steps, with no cycle; a
+    measured arm's start must be measured too (score-dcv reads its circuits as the arm's step 0)."""
+    for name in ARMS:
+        cfg = getattr(p, name)
+        if cfg.init == "base":
+            if cfg.init_step is not None:
+                raise DcvError(f"{path}: {name}.init_step: {cfg.init_step}, but {name}.init is base (set it null)")
+            continue
+        if cfg.init not in ARMS or cfg.init == name:
+            raise DcvError(f"{path}: {name}.init: {cfg.init!r} is neither base nor another registered arm {sorted(ARMS)}")
+        steps = getattr(p, cfg.init).checkpoint_steps()
+        if cfg.init_step is not None and cfg.init_step not in steps:
+            raise DcvError(f"{path}: {name}.init_step: {cfg.init_step} is not a checkpoint step of arm {cfg.init} "
+                           f"({steps})")
+        chain, a = [name], cfg.init
+        while a != "base":
+            if a in chain:
+                raise DcvError(f"{path}: {name}.init: the arms start from each other ({' -> '.join(chain + [a])})")
+            chain.append(a)
+            a = getattr(p, a).init
+        if name in p.common.arms and cfg.init not in p.common.arms:
+            raise DcvError(f"{path}: common.arms: {name} continues arm {cfg.init} ({name}.init), which is not in "
+                           f"common.arms {p.common.arms} (its checkpoints are the start {name} is measured from)")
 
 
 def _check_files(path: Path, p: Params) -> None:

@@ -9,10 +9,11 @@ every measure is computed) and the measurement table (`measurements/models.csv`,
 accuracy, forgetting on the forgetting split, forward KL, parameter distance). Two comparisons per pair:
 
 - equal steps: the last step that both arms have circuits for in every seed (the final step under matched
-  budgets);
+  budgets; each pair its own);
 - equal target accuracy: for each level of `dcv.accuracy_levels` (null: three levels from the base's accuracy up to
   the highest one every seed of both arms reaches), each seed's measures interpolated linearly in target accuracy
-  between the two checkpoints around the level (step 0 = the base); a level outside some seed's range is not
+  between the two checkpoints around the level (step 0 = the model the arm started from: the base, or the checkpoint
+  of the arm it continues, `<arm>.init`); a level outside some seed's range is not
   reported, and one where some seed's nearest measured checkpoint is further than `dcv.accuracy_tolerance` from it
   is reported with its gap but is not the headline. The headline level is the highest one within the tolerance.
 
@@ -21,7 +22,11 @@ Writes `metrics/score-dcv.json` (`comparisons.<a>-<b>`; the headline pair's also
 R² of forgetting against each predictor; `checkpoints`: every checkpoint's model-level figures, read by `dcv sweep`;
 `sanity`: checks whose outcome is known), `measurements/circuits.csv` (every measure of every checkpoint,
 `dcv.scoring.scores.CircuitScore`) and `plots/dcv/`: `heads/<a>-<b>/<cap>.json` (head maps at equal steps),
-`by-step.csv` (CV per arm at every common step, means over capabilities and seeds) and `dcv.csv`.
+`by-step.csv` (CV per arm at every step all its seeds have, means over capabilities and seeds) and `dcv.csv`.
+
+An arm that continues another (`rl_sft` from `sft`) is scored like every arm, against the base's circuits and
+forgetting; only its step 0 is the checkpoint it started from (`MeasurementTable.start`), whose circuits are those of
+that checkpoint of the other arm.
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ class Inputs:
     bases: dict  # capability -> Circuit of the base on the scoring split
     discovery: dict  # capability -> Circuit of the base on the discovery split
     circuits: dict  # (arm, seed, step) -> capability -> Circuit
-    curves: dict  # arm -> seed -> step -> target accuracy (step 0 = the base)
+    curves: dict  # arm -> seed -> step -> target accuracy (step 0 = the model it started from)
     base_accuracy: float
     table: object  # dcv.measurements.MeasurementTable
+    starts: dict = None  # (arm, seed) -> (arm, seed, step) of the checkpoint it continues; absent: the base
 
 
 def pair_name(pair) -> str:
@@ -52,7 +58,7 @@ def pair_name(pair) -> str:
 
 def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
     """Every circuits file and the measurement table, checked before the MLflow run opens."""
-    from dcv.layout import BASE, model_id
+    from dcv.layout import BASE, model_id, parse_model_id
     from dcv.measurements import MeasurementTable
     from dcv.scoring.circuits import capabilities, check_compatible, check_discovery, load_circuit
     from dcv.splits import DISCOVERY_MODEL
@@ -88,11 +94,23 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
                     raise DcvError(f"{layout.measurements}: no rows of model {mid}, which has circuits "
                                    f"(rerun stage evaluate-forgetting)")
                 circuits[(arm, s, step)] = d
-    return Inputs(bases, disc, circuits, curves, table.first(BASE).target_accuracy, table)
+    starts = {}
+    for arm in arms:
+        for s in seeds:
+            start = table.start(arm, s)
+            if start == BASE:
+                continue
+            key = parse_model_id(start)
+            if key not in circuits:
+                raise DcvError(f"{layout.circuits / start}: no circuits of {start}, where {arm} seed {s} started "
+                               f"(its step 0; run stage extract-circuits with {key[0]} in common.arms)")
+            starts[(arm, s)] = key
+    return Inputs(bases, disc, circuits, curves, table.first(BASE).target_accuracy, table, starts)
 
 
 def common_steps(inp: Inputs, arms: list[str], seeds: list[int], where=None) -> list[int]:
-    """The checkpoint steps that have circuits for every arm in every seed (the arms compare at the last one)."""
+    """The checkpoint steps that have circuits for every arm of `arms` (a pair) in every seed (they compare at the
+    last one)."""
     steps = {a: {s: sorted(st for (aa, ss, st) in inp.circuits if aa == a and ss == s) for s in seeds} for a in arms}
     common = sorted(set.intersection(*(set(steps[a][s]) for a in arms for s in seeds)))
     if not common:
@@ -102,8 +120,11 @@ def common_steps(inp: Inputs, arms: list[str], seeds: list[int], where=None) -> 
 
 
 def _model(inp: Inputs, arm: str, seed: int, step: int, cap: str):
-    """The Circuit of (arm, seed, step) on a capability; step 0 is the base."""
-    return inp.bases[cap] if step == 0 else inp.circuits[(arm, seed, step)][cap]
+    """The Circuit of (arm, seed, step) on a capability; step 0 is the model it started from."""
+    if step == 0:
+        start = (inp.starts or {}).get((arm, seed))
+        return inp.bases[cap] if start is None else inp.circuits[start][cap]
+    return inp.circuits[(arm, seed, step)][cap]
 
 
 def _runs(inp: Inputs, chosen: dict[str, dict[int, list[tuple[int, float]]]]) -> dict:
@@ -123,6 +144,9 @@ def _forgetting(inp: Inputs, arm: str, seed: int, step: int) -> dict:
     from dcv.layout import model_id
 
     if step == 0:
+        start = (inp.starts or {}).get((arm, seed))
+        if start is not None:
+            return inp.table.forgetting(model_id(*start))
         return {"mean": 0.0, **{c: 0.0 for c in inp.table.capabilities}}
     return inp.table.forgetting(model_id(arm, seed, step))
 
@@ -130,7 +154,8 @@ def _forgetting(inp: Inputs, arm: str, seed: int, step: int) -> dict:
 ALPHA = 0.05
 
 
-def sanity(inp: Inputs, c0s: dict, pair: tuple[str, str], arms: list[str], seeds: list[int], final: int, cfg) -> dict:
+def sanity(inp: Inputs, c0s: dict, pair: tuple[str, str], arms: list[str], seeds: list[int], final: int, cfg,
+           finals: dict[str, int]) -> dict:
     """Checks whose outcome is known, each with `expected` and `passed`:
 
     - `self`: DCV of the base against itself is 0 with an interval [0, 0]; `base_cv` 0; `ablated_cv` (the base
@@ -138,7 +163,8 @@ def sanity(inp: Inputs, c0s: dict, pair: tuple[str, str], arms: list[str], seeds
     - `zeroed_vs_base`: a label-permutation test (labels swapped within probe pairs) of the base with its C0 heads
       zeroed against the base must reject at 5%;
     - `same_arm_seeds`: two seeds of the headline's first arm, compared as if they were two arms with the headline's
-      test (the seed variance pooled over every other run at the final step: every arm's seeds but these two), must
+      test (the seed variance pooled over every other run at its arm's last common step, `finals`: every arm's seeds
+      but these two), must
       not reject. Beside it, the
       pairs-only permutation test of the same two models: it rejects whenever the seeds differ beyond probe-pair
       noise, which is why seeds are resampled (a diagnostic, not a check)."""
@@ -174,7 +200,7 @@ def sanity(inp: Inputs, c0s: dict, pair: tuple[str, str], arms: list[str], seeds
     # Per-run CV at the final step of every arm and seed but the two compared: the pooled within-arm variance of
     # one run's CV, independent of the difference it judges.
     others = {x: [s for s in seeds if x != a or s not in (s0, s1)] for x in arms}
-    per = {c: {x: [score_model(inp.bases[c], c0s[c], inp.circuits[(x, s, final)][c], g).cv for s in others[x]]
+    per = {c: {x: [score_model(inp.bases[c], c0s[c], inp.circuits[(x, s, finals[x])][c], g).cv for s in others[x]]
                for x in arms} for c in inp.bases}
     per["mean"] = {x: list(np.mean([per[c][x] for c in inp.bases], axis=0)) if others[x] else [] for x in arms}
     df = float(sum(max(len(v) - 1, 0) for v in per["mean"].values()))
@@ -216,8 +242,9 @@ def compare_pair(inp: Inputs, c0s: dict, pair: tuple[str, str], seeds: list[int]
     g = cfg.guards.min_signal
     eq_steps = compare(inp.bases, c0s, _runs(inp, {a: {s: [(final, 1.0)] for s in seeds} for a in pair}), pair,
                        cfg.n_bootstrap, np.random.default_rng([cfg.seed, index, 0]), cfg.n_permutations, g)
-    # Equal target accuracy: each seed's accuracy curve over the steps with circuits, from the base (step 0).
-    cand = {a: {s: {0: inp.base_accuracy, **{st: inp.curves[a][s][st] for (aa, ss, st) in inp.circuits
+    # Equal target accuracy: each seed's accuracy curve over the steps with circuits, from its start (step 0: the
+    # base, or the checkpoint it continues).
+    cand = {a: {s: {0: inp.curves[a][s][0], **{st: inp.curves[a][s][st] for (aa, ss, st) in inp.circuits
                                               if aa == a and ss == s and st > 0}} for s in seeds} for a in pair}
     if any(len(cand[a][s]) < 2 for a in pair for s in seeds):
         raise DcvError("every arm and seed needs circuits of a checkpoint after step 0")
@@ -315,8 +342,9 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
     gd = cfg.guards
     c0s = {c: base_circuit(inp.discovery[c], cfg.faithfulness_target, b, gd.min_relative, gd.se_multiple)
            for c, b in inp.bases.items()}
-    common = common_steps(inp, arms, seeds)
-    final = common[-1]
+    common = {pair_name(p): common_steps(inp, list(p), seeds) for p in cfg.pairs}
+    final = common[pair_name(cfg.pairs[0])][-1]  # the headline pair's equal step
+    finals = {a: common_steps(inp, [a], seeds)[-1] for a in arms}  # each arm's last step that every seed has
 
     # Every checkpoint with circuits: each measure, per capability.
     rows = []
@@ -331,7 +359,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
 
     comparisons, maps = {}, {}
     for i, pair in enumerate(cfg.pairs):
-        summary, eq = compare_pair(inp, c0s, tuple(pair), seeds, final, cfg, i)
+        summary, eq = compare_pair(inp, c0s, tuple(pair), seeds, common[pair_name(pair)][-1], cfg, i)
         comparisons[pair_name(pair)] = summary
         maps[pair_name(pair)] = (tuple(pair), eq.maps)
     head = pair_name(cfg.pairs[0])
@@ -343,14 +371,15 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
         "pairs": [list(p) for p in cfg.pairs], "headline": head,
         "splits": {"selection": sorted({c.selection_split or "unknown" for c in c0s.values()}),
                    "scoring": sorted({b.split or "unknown" for b in inp.bases.values()}), "forgetting": FORGETTING},
-        "equal_steps": {"step": final, "common_steps": common},
+        "equal_steps": {"step": final, "common_steps": common[pair_name(cfg.pairs[0])],
+                        "by_pair": {k: {"step": v[-1], "common_steps": v} for k, v in common.items()}},
         "base_circuits": per_cap,
         "comparisons": comparisons,
         "capabilities": {c: {**v, **per_cap[c]} for c, v in comparisons[head]["capabilities"].items()},
         "mean": comparisons[head]["mean"],
         "predictors": analyse(points, arms, cfg.n_bootstrap, np.random.default_rng([cfg.seed, 7])),
         "checkpoints": points["model"],
-        "sanity": sanity(inp, c0s, tuple(cfg.pairs[0]), arms, seeds, final, cfg),
+        "sanity": sanity(inp, c0s, tuple(cfg.pairs[0]), arms, seeds, final, cfg, finals),
     }
 
     write_table(ctx.layout.circuit_scores, rows, CircuitScore)
@@ -358,14 +387,14 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
         for name, (pair, mp) in maps.items():
             for c, m in mp.items():
                 io.write_json(d / "heads" / name / f"{c}.json", io.json_safe({
-                    "capability": c, "step": final, "arms": list(pair), "base_circuit": m["base_circuit"],
+                    "capability": c, "step": common[name][-1], "arms": list(pair), "base_circuit": m["base_circuit"],
                     "unstable": m["unstable"],
                     "base_effects": _head_map(m["base_effects"]), "v": {a: _head_map(m["v"][a]) for a in pair},
                     "dcv": _head_map(m["dcv"]),
                     "cross_model": {a: _head_map(m["cross_model"][a]) if m["cross_model"][a] is not None else None
                                     for a in pair}}))
         by_step = [{"arm": a, "step": st, "cv": float(np.mean([r.cv for r in rows if r.arm == a and r.step == st]))}
-                   for a in arms for st in common]
+                   for a in arms for st in common_steps(inp, [a], seeds)]
         io.write_csv(d / "by-step.csv", ["arm", "step", "cv"], by_step)
         dcv_rows = []
         for name, summ in comparisons.items():
@@ -388,6 +417,7 @@ def main(params: str) -> None:
 
     p, root = stage_params(params, "score-dcv", PARAMS)
     inputs = load_inputs(Layout(root), list(p.common.arms), list(p.common.seeds))
-    common_steps(inputs, list(p.common.arms), list(p.common.seeds), Layout(root).circuits)
+    for pair in p.dcv.pairs:
+        common_steps(inputs, list(pair), list(p.common.seeds), Layout(root).circuits)
     with stage("score-dcv", params, PARAMS) as ctx:
         run(ctx, inputs)

@@ -36,6 +36,7 @@ TINY = {
     "sft": {"save_steps": None},
     "rl": {"save_steps": None},
     "protect": {"save_steps": None},
+    "rl_sft": {"save_steps": None, "init_step": None},  # continues sft's final checkpoint
 }
 
 

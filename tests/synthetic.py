@@ -70,9 +70,10 @@ def accuracy(arm: str, step: int, seed: int) -> float:
 
 
 def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int = 16, same_arms: bool = False,
-          caps=CAPS, steps=STEPS, table: bool = True) -> Path:
+          caps=CAPS, steps=STEPS, table: bool = True, starts: dict | None = None) -> Path:
     """circuits/ and the measurement table (measurements/models.csv) under `root`. degrade: arm -> degradation at
-    the last step (linear in step); the arms are its keys. `table`: False when a real evaluate-forgetting writes it."""
+    the last step (linear in step); the arms are its keys. `table`: False when a real evaluate-forgetting writes it.
+    starts: arm -> (arm, step) of the checkpoint it continues (its rows' `init`, seed by seed)."""
     from dcv.measurements import Measurement
     from dcv.tables import write_table
 
@@ -93,8 +94,9 @@ def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int
                 mid = f"{arm}/seed-{s}/step-{st}"
                 for c in caps:
                     io.write_json(root / f"circuits/{mid}/{c}.json", circuit(mid, c, 1.0 - dg, n_pairs, r))
+                    init = "base" if arm not in (starts or {}) else f"{starts[arm][0]}/seed-{s}/step-{starts[arm][1]}"
                     rows.append(Measurement(mid, arm, s, st, st == steps[-1], c, 1.0 - dg / 2, 3.0 * (1 - dg),
-                                            accuracy(src, st, s), 0.5, dg, dg, 10.0 * dg))
+                                            accuracy(src, st, s), 0.5, dg, dg, 10.0 * dg, init))
     if table:
         write_table(root / "measurements/models.csv", rows, Measurement)
     return root

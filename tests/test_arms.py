@@ -21,6 +21,9 @@ TINY_ARMS = {
                 "protection": {"batch_size": 8}},
     "rl": {"max_steps": 6, "save_every": 3, "per_device_train_batch_size": 16, "num_generations": 4,
            "generation_batch_size": 16, "logging_steps": 2, "warmup_steps": 1, "n_logged_completions": 4},
+    "rl_sft": {"max_steps": 3, "save_every": 3, "save_steps": [1, 3], "per_device_train_batch_size": 16, "num_generations": 4,
+               "generation_batch_size": 16, "logging_steps": 2, "warmup_steps": 1, "n_logged_completions": 4,
+               "init_step": 3},  # continues sft's step 3
 }
 
 
@@ -196,7 +199,7 @@ def test_every_registered_arm_has_a_params_section_a_command_and_a_stage():
     from stages.cli import stage_app
     from tests.conftest import REPO
 
-    assert list(REGISTRY) == ["sft", "rl", "protect"]
+    assert list(REGISTRY) == ["sft", "rl", "protect", "rl_sft"]
     commands = {c.name for c in stage_app.registered_commands}
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     stages_ = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -363,11 +366,41 @@ def test_same_seed_twice_gives_identical_bytes(armdir: Path, arm: str):
 
 
 @pytest.mark.slow
+def test_rl_sft_continues_the_sft_checkpoint_of_its_seed(armdir: Path):
+    """rl_sft starts from sft's checkpoint init_step (3) of the same seed: with a learning rate too small to move
+    the weights, its final model is that checkpoint, not the base; its marker names the start. Without sft's
+    checkpoints it stops in one line naming the missing directory, writing nothing."""
+    from dcv.layout import Layout
+    from dcv.models import load_model
+
+    r = _invoke("stage", "rl_sft")
+    assert r.exit_code == 2, r.output
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and "models/sft/seed-0/checkpoints/step-3: not a model directory (rl_sft.init sft" in lines[0]
+    assert not (armdir / "models/rl_sft").exists() and not (armdir / "mlflow.db").exists()
+
+    _stage("sft")
+    _params(armdir, {"rl_sft": {"learning_rate": 1.0e-12}})
+    _stage("rl_sft")
+    lay = Layout(armdir)
+    assert list(lay.checkpoints("rl_sft", 0)) == [1, 3]
+    marker = json.loads((lay.final_dir("rl_sft", 0) / "dcv_model.json").read_text())
+    assert marker["init"] == "sft/seed-0/step-3" and marker["arm"] == "rl_sft" and marker["config"]["init_step"] == 3
+    w = lambda d: load_model(d)[0].state_dict()  # noqa: E731
+    final, start, base = w(lay.final_dir("rl_sft", 0)), w(lay.checkpoints("sft", 0)[3]), w(lay.base_model)
+    assert all(torch.allclose(final[k], start[k], atol=1e-6) for k in final)
+    assert not all(torch.allclose(final[k], base[k], atol=1e-6) for k in final)
+    m = json.loads((armdir / "metrics/rl_sft.json").read_text())
+    assert "continued from sft step 3" in m["description"]
+
+
+@pytest.mark.slow
 def test_sft_learns_the_fixed_form_and_seeds_differ(armdir: Path):
     """Two seeds, enough steps for SFT to move the tiny model towards the word form."""
     _params(armdir, {"common": {"seeds": [0, 1]},
                      "sft": {"max_steps": 40, "save_every": 20, "learning_rate": 3.0e-3},
-                     "rl": {"max_steps": 40, "save_every": 20}, "protect": {"max_steps": 40, "save_every": 20}})
+                     "rl": {"max_steps": 40, "save_every": 20}, "protect": {"max_steps": 40, "save_every": 20},
+                     "rl_sft": {"init_step": 20, "max_steps": 20, "save_steps": [20]}})
     _stage("sft")
     from dcv.layout import Layout
     from dcv.models import load_model
@@ -428,8 +461,8 @@ def test_bad_target_input_is_one_line_and_writes_nothing(armdir: Path, arm: str,
 @pytest.mark.slow
 def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp_path: Path):
     """One tiny DVC pipeline up to extract-circuits: a second repro runs nothing; a circuits key reruns only the
-    extraction; an sft-only key only sft, a protect-only key only protect. Every arm feeds extract-circuits (it
-    depends on `models`), protect too though `common.arms` leaves it out."""
+    extraction; an sft-only key sft and rl_sft (which continues sft), a protect-only key only protect. Every arm feeds
+    extract-circuits (it depends on `models`), protect and rl_sft too though `common.arms` leaves them out."""
     import yaml
 
     from tests.conftest import make_repo, run
@@ -452,7 +485,7 @@ def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp
         node[leaf] = value
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    arms = ("sft", "rl", "protect")
+    arms = ("sft", "rl", "protect", "rl_sft")
     assert repro("extract-circuits") == {"prepare-data", "base", *arms, "extract-circuits"}
     assert (repo / "models/sft/seed-0/final/model.safetensors").is_file()
     assert (repo / "models/rl/seed-0/checkpoints/step-3/model.safetensors").is_file()
@@ -461,8 +494,8 @@ def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp
     assert repro("extract-circuits") == set()
     edit("circuits", "eap_ig_steps", 2)
     assert repro("extract-circuits") == {"extract-circuits"}
-    edit("sft", "learning_rate", 1.0e-3)  # an sft-only key
-    assert repro(*arms) == {"sft"}
+    edit("sft", "learning_rate", 1.0e-3)  # an sft-only key: sft reruns, and rl_sft, which continues sft's checkpoint
+    assert repro(*arms) == {"sft", "rl_sft"}
     edit("protect", "protection.weight", 3.0)  # a protect-only key
     assert repro(*arms) == {"protect"}
 

@@ -172,7 +172,12 @@ CROSS = [
     ({"forgetting": {"eval": {"kl_seed": SEED_MAX + 5}}}, "forgetting.eval.kl_seed: 4294967300 is out of range"),
     ({"sft": {"max_steps": 10, "save_every": 5}, "protect": {"max_steps": 10, "save_every": 5},
       "rl": {"match_budget_of": None, "max_steps": 12, "save_every": 12}},
-     "common.arms: the arms share no checkpoint step (sft: [5, 10]; rl: [12]; protect: [5, 10])"),
+     "dcv.pairs: ['sft', 'rl'] share no checkpoint step (sft: [5, 10]; rl: [12]), so score-dcv"),
+    ({"rl_sft": {"init": "sft", "init_step": 7}}, "rl_sft.init_step: 7 is not a checkpoint step of arm sft"),
+    ({"rl_sft": {"init": "rl_sft"}}, "rl_sft.init: 'rl_sft' is neither base nor another registered arm"),
+    ({"rl_sft": {"init": "base", "init_step": 50}}, "rl_sft.init_step: 50, but rl_sft.init is base (set it null)"),
+    ({"rl": {"init": "rl_sft", "init_step": None}, "rl_sft": {"init": "rl", "init_step": None}},
+     "rl.init: the arms start from each other (rl -> rl_sft -> rl)"),
     ({"data": {"target": {"n_train": 1_000_000}}}, "data.target.n_train: n_train + n_eval = 1000016, but the toy "
                                                   "world has only"),
 ]
@@ -232,7 +237,7 @@ def test_base_refuses_a_corpus_longer_than_its_positions(project: Path):
     ("protect", {"protect": {"max_length": 10}}, "params.yaml: protect.max_length: 10 tokens"),
 ])
 def test_arm_refuses_sequences_and_modules_before_its_run(project: Path, arm, edit, needle):
-    budget = {a: {"max_steps": 4, "save_every": 2} for a in ("sft", "rl", "protect")}
+    budget = {a: {"max_steps": 4, "save_every": 2} for a in ("sft", "rl", "protect", "rl_sft")}
     write_params(project / "params.yaml", deep_update(budget, edit))
     _fails_writing_nothing(project, ["stage", arm], needle)
 

@@ -24,7 +24,7 @@ def stage_entries() -> dict[str, tuple[list[str], list[str]]]:
            "evaluate-forgetting": (["stages.evaluate_forgetting"], evaluate_forgetting.PARAMS),
            "score-dcv": (["stages.score_dcv"], score_dcv.PARAMS), "report": (["stages.report"], report.PARAMS)}
     for name, arm in REGISTRY.items():
-        out[name] = (["stages.arms", arm.train.__module__], arms.params_keys(name))
+        out[name] = (["stages.arms", arm.train.__module__, arm.config.__module__], arms.params_keys(name))
     return out
 
 
@@ -47,6 +47,20 @@ def test_every_stage_is_known_and_its_code_deps_cover_its_imports():
         for d in st.get("deps", []):
             if d.startswith(("dcv", "stages")):
                 assert (REPO / d).exists(), (name, d)
+
+
+def test_an_arm_that_continues_another_depends_on_its_models():
+    """An arm whose `init` is another arm trains from that arm's checkpoints: its stage runs after that stage, and
+    reruns when those models change."""
+    from stages.params import load_params
+
+    dvc, p = yaml.safe_load((REPO / "dvc.yaml").read_text()), load_params(REPO / "params.yaml")
+    from dcv.arms import REGISTRY
+
+    inits = {name: getattr(p, name).init for name in REGISTRY}
+    assert "sft" in inits.values()  # rl_sft continues sft
+    for name, init in inits.items():
+        assert f"models/{init}" in dvc["stages"][name]["deps"], name
 
 
 def test_removing_a_dep_is_caught(tmp_path: Path):

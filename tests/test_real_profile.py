@@ -32,6 +32,9 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "rl.max_steps": 2, "rl.save_every": 1, "rl.save_steps": [1, 2], "rl.per_device_train_batch_size": 4, "rl.num_generations": 2,
     "rl.gradient_accumulation_steps": 1, "rl.generation_batch_size": 4, "rl.max_completion_length": 4,
     "rl.logging_steps": 1, "rl.n_logged_completions": 2,
+    "rl_sft.max_steps": 2, "rl_sft.save_every": 1, "rl_sft.save_steps": [1, 2], "rl_sft.per_device_train_batch_size": 4,
+    "rl_sft.num_generations": 2, "rl_sft.gradient_accumulation_steps": 1, "rl_sft.generation_batch_size": 4,
+    "rl_sft.max_completion_length": 4, "rl_sft.logging_steps": 1, "rl_sft.n_logged_completions": 2,
     "circuits.batch_size": 4, "circuits.heads_per_forward": 8, "circuits.eap_ig_steps": 2, "circuits.validate": False,
     "forgetting.eval": {"max_new_tokens": 4, "batch_size": 8, "kl_samples": 2, "kl_max_new_tokens": 4, "kl_seed": 0},
     "forgetting.lm_eval.enabled": False, "dcv.n_bootstrap": 20, "dcv.n_permutations": 99,
@@ -83,7 +86,7 @@ def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypat
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["check"])
     assert r.exit_code == 0, r.output
-    for s in ("prepare-data", "base", "sft", "rl", "protect", "evaluate-forgetting", "extract-circuits", "score-dcv",
+    for s in ("prepare-data", "base", "sft", "rl", "protect", "rl_sft", "evaluate-forgetting", "extract-circuits", "score-dcv",
               "report"):
         r = CliRunner().invoke(app, ["stage", s])
         assert r.exit_code == 0, f"{s}: {r.output}"

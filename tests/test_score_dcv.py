@@ -341,7 +341,7 @@ def test_stage_writes_metrics_plots_and_mlflow_and_is_deterministic(workdir: Pat
     bc = ioi["base_circuit"]
     assert (bc["k"], bc["heads"], bc["reached"], bc["selection_split"]) == (2, ["L1H2", "L0H1"], True, "discovery")
     assert bc["faithfulness"] == pytest.approx(0.82, abs=0.02) and bc["unstable"] == {}
-    assert m["equal_steps"] == {"step": 6, "common_steps": [3, 6]}
+    assert m["equal_steps"] == {"step": 6, "common_steps": [3, 6], "by_pair": {"sft-rl": {"step": 6, "common_steps": [3, 6]}}}
     # Levels from the curves: the lowest top of any seed is RL seed 2's 0.58, the base is at 0.25. SFT jumps from
     # the base to 0.99-1.0 at step 3, so every level interpolates SFT between step 0 and step 3.
     ea = m["comparisons"]["sft-rl"]["equal_accuracy"]
@@ -427,7 +427,7 @@ def test_bad_params_stop_with_one_line(workdir: Path, override, needle):
 def test_every_pair_of_arms_is_scored_and_the_first_is_the_headline(workdir: Path):
     synthetic.write(workdir, seeds=(0, 1), degrade={"sft": 0.6, "rl": 0.15, "protect": 0.3})
     write_params(workdir / "params.yaml", {"dcv": {"n_bootstrap": 100, "pairs": [["rl", "sft"], ["sft", "protect"]]},
-                                           "common": {"seeds": [0, 1]}})
+                                           "common": {"seeds": [0, 1], "arms": ["sft", "rl", "protect"]}})
     assert _stage().exit_code == 0
     m = json.loads((workdir / "metrics/score-dcv.json").read_text())
     assert m["headline"] == "rl-sft" and set(m["comparisons"]) == {"rl-sft", "sft-protect"}
@@ -484,7 +484,7 @@ def test_seeds_with_different_step_sets(workdir: Path):
     r = _stage()
     assert r.exit_code == 0, r.output
     m = json.loads((workdir / "metrics/score-dcv.json").read_text())
-    assert m["equal_steps"] == {"step": 6, "common_steps": [3, 6]}
+    assert m["equal_steps"] == {"step": 6, "common_steps": [3, 6], "by_pair": {"sft-rl": {"step": 6, "common_steps": [3, 6]}}}
     steps = {(p["arm"], p["seed"], p["step"]) for p in m["checkpoints"]}
     assert ("sft", 1, 9) in steps and ("sft", 0, 9) not in steps
 
@@ -536,3 +536,43 @@ def test_real_circuits_choose_c0_on_discovery_and_score_on_the_scoring_split(wor
     assert not splits["discovery"] & splits["probes"] and not splits["probes"] & splits["forgetting"]
     prep = json.loads((workdir / "metrics/prepare-data.json").read_text())
     assert set(prep["clean_overlap"]["ioi"]) == {"discovery/probes", "probes/forgetting", "discovery/forgetting"}
+
+
+def test_an_arm_that_continues_another_starts_from_that_checkpoint(workdir: Path, monkeypatch):
+    """rl_sft continues sft's step 3 (its rows' `init`): its step 0 is that checkpoint in the measurement table (target
+    accuracy, forgetting) and in score-dcv (its circuits); each pair compares at its own last common step; without
+    the start's rows the table says so."""
+    from dcv.errors import DcvError
+    from dcv.layout import Layout
+    from dcv.measurements import MeasurementTable
+
+    monkeypatch.chdir(workdir)
+    _params(workdir, {"common": {"arms": ["sft", "rl", "rl_sft"]},
+                      "dcv": {"pairs": [["sft", "rl"], ["sft", "rl_sft"]], "n_bootstrap": 50}})
+    synthetic.write(workdir, seeds=(0, 1), degrade={"sft": 0.6, "rl": 0.15, "rl_sft": 0.3},
+                    starts={"rl_sft": ("sft", 3)})
+    t = MeasurementTable.read(Layout(workdir).measurements)
+    assert t.start("rl_sft", 1) == "sft/seed-1/step-3" and t.start("sft", 1) == "base"
+    assert t.checkpoint("rl_sft", 1, 0) == "sft/seed-1/step-3"
+    assert t.target_curve("rl_sft", 1)[0] == t.first("sft/seed-1/step-3").target_accuracy != t.target_curve("sft", 1)[0]
+    from stages.score_dcv import _forgetting, _model, load_inputs
+
+    inp = load_inputs(Layout(workdir), ["sft", "rl", "rl_sft"], [0, 1])
+    assert _model(inp, "rl_sft", 1, 0, "ioi") is inp.circuits[("sft", 1, 3)]["ioi"]
+    assert _model(inp, "sft", 1, 0, "ioi") is inp.bases["ioi"]
+    assert _forgetting(inp, "rl_sft", 1, 0) == t.forgetting("sft/seed-1/step-3") != _forgetting(inp, "sft", 1, 0)
+    r = _stage()
+    assert r.exit_code == 0, r.output
+    m = json.loads((workdir / "metrics/score-dcv.json").read_text())
+    assert m["equal_steps"]["by_pair"] == {"sft-rl": {"step": 6, "common_steps": [3, 6]},
+                                           "sft-rl_sft": {"step": 6, "common_steps": [3, 6]}}
+    seeds = m["comparisons"]["sft-rl_sft"]["equal_accuracy"]["levels"]
+    for lv in seeds:  # rl_sft's steps 0 are sft's step 3, never the base's accuracy
+        for s, terms in lv["checkpoints"]["rl_sft"].items():
+            assert all(st in (0, 3, 6) for st, _ in terms)
+    rows = (workdir / "plots/dcv/by-step.csv").read_text().splitlines()
+    assert sum(r.startswith("rl_sft,") for r in rows) == 2
+
+    bad = [dataclasses.replace(r, init="sft/seed-1/step-9") if r.arm == "rl_sft" else r for r in t.rows]
+    with pytest.raises(DcvError, match="no rows of model sft/seed-1/step-9"):
+        MeasurementTable(bad).start("rl_sft", 1)

@@ -3,6 +3,7 @@
     sft      supervised fine-tuning on one fixed completion form (TRL SFTTrainer)
     rl       GRPO with a 0/1 reward that accepts every correct form (TRL GRPOTrainer)
     protect  SFT plus a penalty that keeps the base's circuit heads doing their base job (circuit protection)
+    rl_sft   the study's RL: Dr.GRPO without KL, continued from an SFT checkpoint (`init`, `init_step`)
 
 An arm trains only: every checkpoint it saves (`models/<arm>/seed-<s>/checkpoints/step-<n>/`, `dcv.layout`) is
 measured once, later, by stage evaluate-forgetting. Nothing in this package knows about DVC or params.yaml.
@@ -16,7 +17,7 @@ from importlib import import_module
 
 from dcv.arms.registry import REGISTRY, Arm, TrainJob, register
 
-MODULES = ("dcv.arms.sft", "dcv.arms.rl", "dcv.arms.protect")
+MODULES = ("dcv.arms.sft", "dcv.arms.rl", "dcv.arms.protect", "dcv.arms.rl_sft")
 for _m in MODULES:
     import_module(_m)
 

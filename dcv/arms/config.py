@@ -7,6 +7,11 @@ derived from the device unless set: both off on CPU, on with CUDA.
 Budgets: `prompts_per_step` is what one optimizer step sees (SFT: batch x accumulation; GRPO divides by its group
 size). An arm whose `match_budget_of` names another arm must have the same prompts per step, steps and
 checkpoint steps (checked by the params schema), so the arms compare at equal budgets.
+
+Start: an arm trains from the base (`init: base`) or continues another arm's checkpoint (`init: sft`,
+`init_step: 50`; null = that arm's final checkpoint), seed by seed: seed s starts from the other arm's seed s (the
+study's RL continued from the SFT checkpoint). Its step counts restart at 0 there; its forgetting and circuits are
+still measured against the base.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class ArmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    init: str = Field("base", description="Where training starts: `base`, or another registered arm whose checkpoint (`init_step`) this arm continues, seed by seed.")
+    init_step: int | None = Field(None, ge=1, description="The checkpoint step of arm `init` to start from (null: its final checkpoint); only with `init` an arm.")
     match_budget_of: str | None = Field(None, description="Another arm whose prompts per step, max_steps and checkpoint steps this arm must equal (null: none).")
     max_steps: int = Field(1200, ge=1, le=10_000_000, description="Optimizer steps.")
     save_every: int = Field(200, ge=1, description="Steps between checkpoints (the final step is always one).")

@@ -65,6 +65,21 @@ def paired_points(points: list[dict], a: str, b: str) -> list[dict]:
     return out
 
 
+def pair_step(sc: dict, name: str) -> int:
+    """The equal step of one pair of arms (each pair its own: an arm that continues another has fewer steps)."""
+    return sc["equal_steps"].get("by_pair", {}).get(name, {}).get("step", sc["equal_steps"]["step"])
+
+
+def starts_text(arms_f: dict, arms: list[str]) -> str:
+    """'' when every arm starts from the base, else which arm starts where (its step 0)."""
+    out = []
+    for x in arms:
+        st = sorted({v.get("start", "base") for v in arms_f[x]["seeds"].values()})
+        if st != ["base"]:
+            out.append(f"{x.upper()} from {', '.join(st)}")
+    return "" if not out else " (for an arm that continues another, its step 0 is where it starts: " + "; ".join(out) + ")"
+
+
 def _steps(budget: dict) -> str:
     return ", ".join(str(x) for x in budget["checkpoint_steps"])
 
@@ -104,7 +119,10 @@ def _setup(d: ReportData, arms: list[str]) -> str:
                                f"per capability shared by the base and every arm and seed (pairs and seeds are crossed); "
                                f"beside it the crossed bootstrap's percentile interval, Welch's t over seeds alone and the "
                                f"exact permutation p over seeds. C0 is chosen on the discovery split and held fixed. "
-                               f"Equal steps = step {sc['equal_steps']['step']}; equal target accuracy: each seed's "
+                               f"Equal steps = step {sc['equal_steps']['step']}"
+                               + "".join(f" ({k}: step {v['step']})" for k, v in sc["equal_steps"].get("by_pair", {}).items()
+                                         if v["step"] != sc["equal_steps"]["step"])
+                               + f"; equal target accuracy: each seed's "
                                f"measures interpolated in target accuracy between the checkpoints around the level "
                                f"(tolerance on the gap to a measured checkpoint: "
                                f"{fmt(sc['comparisons'][sc['headline']]['equal_accuracy']['tolerance'], 2)}).{one}"])
@@ -310,6 +328,13 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
                    f"{fmt(fit_dcv['r2'], 2)} of the difference in forgetting between the arms, the difference in "
                    f"forward KL R² = {fmt(fit_dkl['r2'], 2)}.")
     protect = protection_verdict(arms_f, sc["comparisons"], fg["adaptation_fraction"])
+    # Every other pair without an arm of its own verdict (protect's): e.g. the study's SFT vs RL continued from SFT.
+    others = [f"{x.upper()} vs {y.upper()}: " + dcv_verdict(
+                  f"at equal steps (step {pair_step(sc, f'{x}-{y}')})", sc["comparisons"][f"{x}-{y}"]["mean"]["dcv"],
+                  sc["comparisons"][f"{x}-{y}"]["mean"]["ci95"],
+                  sum(ci_side(sc["comparisons"][f"{x}-{y}"]["capabilities"][c]["ci95"]) == "above" for c in caps),
+                  len(caps), x, y)
+              for x, y in pairs[1:] if protect is None or "protect" not in (x, y)]
 
     summary = {
         "arms": arms, "pairs": [list(p) for p in pairs], "headline": head,
@@ -341,9 +366,10 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
           f"- {adapt_text}", f"- {forget_text}", f"- {dcv_steps}", f"- {dcv_acc}", f"- {pred}", f"- {paired_text}"]
     if protect is not None:
         md += [f"- {protect}"]
+    md += [f"- {o}" for o in others]
     md += ["", "## Setup", "", _setup(d, arms), "",
            "## Adaptation and forgetting", "",
-           _figure("target-accuracy.png", f"Target eval accuracy against optimizer step, {names}: mean over seeds (line) and min–max over seeds (band); step 0 is the base."), "",
+           _figure("target-accuracy.png", f"Target eval accuracy against optimizer step, {names}: mean over seeds (line) and min–max over seeds (band); step 0 is the base{starts_text(arms_f, arms)}."), "",
            _figure("prior-accuracy.png", "Mean prior-capability probe accuracy against step: mean over seeds (line) and min–max over seeds (band)."), "",
            _figure("pareto.png", "Target accuracy against prior accuracy: every checkpoint of every seed (dots), each arm's mean path (line), the base (star); up and right is better."), "",
            _table(["arm", "target accuracy", "prior accuracy", "forgetting", "forward KL", "steps to adapt"],
@@ -375,7 +401,7 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
     for x, y in pairs:
         cmp = sc["comparisons"][f"{x}-{y}"]
         md += [f"### {x.upper()} vs {y.upper()}", "", _cmp_table(sc, cmp, [x, y]), "",
-               f"*At equal steps (step {sc['equal_steps']['step']}), mean over seeds. CV: circuit vulnerability; P: preserved "
+               f"*At equal steps (step {pair_step(sc, f'{x}-{y}')}), mean over seeds. CV: circuit vulnerability; P: preserved "
                f"fraction of C0 in the model's own top-|C0|; rank corr.: Spearman of all heads' |mean e_h| with the base's; F retained: "
                f"F(C0|Mx)/F(C0|M0) (undefined when Mx lost the signal it divides by); cross-model: Mx's head outputs patched into "
                f"the base, weighted like CV (0 = same job); LD drop: 1 − LD(Mx)/LD(M0) on the same scoring pairs.*", "",
@@ -385,7 +411,7 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
                "(`bench/coverage.py` measures each); the permutation p over seeds cannot go below the min shown.*", "",
                _levels_table(cmp, [x, y]), "",
                "*Equal target accuracy: each seed's measures interpolated in target accuracy between the two checkpoints "
-               "around the level (step 0 is the base; weights shown). Gap: the largest distance from the level to the "
+               "around the level (step 0 is the base, or the checkpoint an arm continues; weights shown). Gap: the largest distance from the level to the "
                "nearer measured checkpoint of any seed; beyond the tolerance a level is listed but is no headline. "
                "Forgetting is interpolated alike.*", "",
                _figure(f"dcv-{x}-{y}.png", f"DCV({x.upper()}, {y.upper()}) per capability and its mean, with 95% intervals, at equal steps and at the headline equal-accuracy level (if any); above 0: {x.upper()} degrades the circuit more."), ""]
