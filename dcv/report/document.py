@@ -70,6 +70,21 @@ def pair_step(sc: dict, name: str) -> int:
     return sc["equal_steps"].get("by_pair", {}).get(name, {}).get("step", sc["equal_steps"]["step"])
 
 
+def step_gap(arms_f: dict, pair) -> str:
+    """'' when both arms of a pair start from the base, else the unmatched training before step 0 that an equal-steps
+    comparison leaves (an arm continued from another's checkpoint step n has trained n steps more at each step)."""
+    from dcv.layout import BASE, parse_model_id
+
+    out = []
+    for x in pair:
+        starts = sorted({v.get("start", BASE) for v in arms_f[x]["seeds"].values()})
+        if starts != [BASE]:
+            first = parse_model_id(starts[0])
+            out.append(f"{x.upper()} counts its steps from {first[0]}'s step {first[2]} (its start), so at equal steps it "
+                       f"has trained {first[2]} steps more in all")
+    return "" if not out else " Not matched: " + "; ".join(out) + " (the equal-accuracy comparison has no such gap)."
+
+
 def starts_text(arms_f: dict, arms: list[str]) -> str:
     """'' when every arm starts from the base, else which arm starts where (its step 0)."""
     out = []
@@ -333,7 +348,8 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
                   f"at equal steps (step {pair_step(sc, f'{x}-{y}')})", sc["comparisons"][f"{x}-{y}"]["mean"]["dcv"],
                   sc["comparisons"][f"{x}-{y}"]["mean"]["ci95"],
                   sum(ci_side(sc["comparisons"][f"{x}-{y}"]["capabilities"][c]["ci95"]) == "above" for c in caps),
-                  len(caps), x, y)
+                  len(caps), x, y) + step_gap(arms_f, (x, y)) + " " + equal_accuracy_verdict(
+                  sc["comparisons"][f"{x}-{y}"], caps, x, y)
               for x, y in pairs[1:] if protect is None or "protect" not in (x, y)]
 
     summary = {
@@ -401,7 +417,7 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
     for x, y in pairs:
         cmp = sc["comparisons"][f"{x}-{y}"]
         md += [f"### {x.upper()} vs {y.upper()}", "", _cmp_table(sc, cmp, [x, y]), "",
-               f"*At equal steps (step {pair_step(sc, f'{x}-{y}')}), mean over seeds. CV: circuit vulnerability; P: preserved "
+               f"*At equal steps (step {pair_step(sc, f'{x}-{y}')}), mean over seeds.{step_gap(arms_f, (x, y))} CV: circuit vulnerability; P: preserved "
                f"fraction of C0 in the model's own top-|C0|; rank corr.: Spearman of all heads' |mean e_h| with the base's; F retained: "
                f"F(C0|Mx)/F(C0|M0) (undefined when Mx lost the signal it divides by); cross-model: Mx's head outputs patched into "
                f"the base, weighted like CV (0 = same job); LD drop: 1 − LD(Mx)/LD(M0) on the same scoring pairs.*", "",
