@@ -126,7 +126,8 @@ def check(params_path: str | Path) -> list[str]:
                 arms.check_lora(built, cfg, name)
         except DcvError as e:
             raise DcvError(f"{where}: {e}") from None
-        done.append(f"{name}: {cfg.max_steps} steps, checkpoints {cfg.checkpoint_steps()}, finetune {cfg.finetune}")
+        start = "" if cfg.init == "base" else f", from {cfg.init} step {cfg.init_step or 'final'}"
+        done.append(f"{name}: {cfg.max_steps} steps{start}, checkpoints {cfg.checkpoint_steps()}, finetune {cfg.finetune}")
 
     evaluate_forgetting.check_lm_eval(p.forgetting.lm_eval, root, where)
     done.append("evaluate-forgetting, extract-circuits, score-dcv, report: their params (inputs: checked by each "
