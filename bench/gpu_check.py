@@ -116,6 +116,13 @@ def main() -> None:
     ARMS = yaml.safe_load((REPO / "params.yaml").read_text())["common"]["arms"]  # noqa: N806
     sets = {"data.target.path": str(args.sciknoweval), "data.tokenizer": str(args.tokenizer),
             "base.hf.model": str(root / "model"), **shrink(args.steps, {a: profile[a] for a in ARMS})}
+    if args.shrink:  # a CPU try: 2 prompts per step, GRPO groups of 2 with 8 new tokens (the profile's 128 x 64 take hours)
+        defaults = yaml.safe_load((REPO / "params.yaml").read_text())
+        for a in ARMS:
+            sets.update({f"{a}.per_device_train_batch_size": 2, f"{a}.gradient_accumulation_steps": 1})
+            if "num_generations" in defaults[a]:
+                sets.update({f"{a}.per_device_train_batch_size": 4, f"{a}.num_generations": 2,
+                             f"{a}.generation_batch_size": 4, f"{a}.max_completion_length": 8})
     cli = [sys.executable, "-m", "stages.cli"]
     r = subprocess.run([*cli, "profile", "apply", "study", *[x for k, v in sets.items() for x in ("-S", f"{k}={json.dumps(v)}")]],
                        cwd=project, env=env, capture_output=True, text=True)
