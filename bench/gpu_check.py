@@ -113,11 +113,11 @@ def main() -> None:
     print(f"# gpu check: random Qwen2 of {n_params / 1e9:.2f} B parameters ({'tiny' if args.shrink else 'Qwen2.5-3B shape'}),"
           f" {args.steps} steps per arm; built and saved in {time.perf_counter() - t0:.0f} s\n", flush=True)
     profile = yaml.safe_load((REPO / "profiles/study.yaml").read_text())
-    ARMS = yaml.safe_load((REPO / "params.yaml").read_text())["common"]["arms"]  # noqa: N806
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
+    ARMS = defaults["common"]["arms"]  # noqa: N806
     sets = {"data.target.path": str(args.sciknoweval), "data.tokenizer": str(args.tokenizer),
             "base.hf.model": str(root / "model"), **shrink(args.steps, {a: profile[a] for a in ARMS})}
     if args.shrink:  # a CPU try: 2 prompts per step, GRPO groups of 2 with 8 new tokens (the profile's 128 x 64 take hours)
-        defaults = yaml.safe_load((REPO / "params.yaml").read_text())
         for a in ARMS:
             sets.update({f"{a}.per_device_train_batch_size": 2, f"{a}.gradient_accumulation_steps": 1})
             if "num_generations" in defaults[a]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dcv.scoring.study import circuit, difference_over_seeds, measures, over_seeds, vulnerable_heads
+from dcv.scoring.study import circuit, measures, over_seeds, vulnerable_heads
 
 BASE = np.array([[0.9, 0.8, 0.1, 0.0], [0.7, 0.2, 0.95, 0.05]])  # C0 = 4 heads: L0H0, L0H1, L1H0, L1H2
 
@@ -51,5 +51,3 @@ def test_seed_intervals():
     assert one["mean"] == 0.5 and math.isnan(one["low"])
     three = over_seeds([0.4, 0.5, 0.6])
     assert three["mean"] == pytest.approx(0.5) and three["low"] < 0.4 < 0.6 < three["high"]
-    d = difference_over_seeds([0.7, 0.72, 0.68], [0.5, 0.52, 0.48])
-    assert d["diff"] == pytest.approx(0.2) and 0 < d["low"] < 0.2 < d["high"]

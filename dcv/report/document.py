@@ -70,6 +70,13 @@ def pair_step(sc: dict, name: str) -> int:
     return sc["equal_steps"].get("by_pair", {}).get(name, {}).get("step", sc["equal_steps"]["step"])
 
 
+def _starts(arms_f: dict, arm: str) -> list[str]:
+    """The models the seeds of an arm started from (`["base"]` for an arm trained from the base)."""
+    from dcv.layout import BASE
+
+    return sorted({v.get("start", BASE) for v in arms_f[arm]["seeds"].values()})
+
+
 def step_gap(arms_f: dict, pair) -> str:
     """'' when both arms of a pair start from the base, else the unmatched training before step 0 that an equal-steps
     comparison leaves (an arm continued from another's checkpoint step n has trained n steps more at each step)."""
@@ -77,7 +84,7 @@ def step_gap(arms_f: dict, pair) -> str:
 
     out = []
     for x in pair:
-        starts = sorted({v.get("start", BASE) for v in arms_f[x]["seeds"].values()})
+        starts = _starts(arms_f, x)
         if starts != [BASE]:
             first = parse_model_id(starts[0])
             out.append(f"{x.upper()} counts its steps from {first[0]}'s step {first[2]} (its start), so at equal steps it "
@@ -87,11 +94,9 @@ def step_gap(arms_f: dict, pair) -> str:
 
 def starts_text(arms_f: dict, arms: list[str]) -> str:
     """'' when every arm starts from the base, else which arm starts where (its step 0)."""
-    out = []
-    for x in arms:
-        st = sorted({v.get("start", "base") for v in arms_f[x]["seeds"].values()})
-        if st != ["base"]:
-            out.append(f"{x.upper()} from {', '.join(st)}")
+    from dcv.layout import BASE
+
+    out = [f"{x.upper()} from {', '.join(_starts(arms_f, x))}" for x in arms if _starts(arms_f, x) != [BASE]]
     return "" if not out else " (for an arm that continues another, its step 0 is where it starts: " + "; ".join(out) + ")"
 
 

@@ -9,7 +9,8 @@ The study fits a mask m_h in [0, 1] per head on each model separately and reads 
 - mask shift Δm_h = m_h^x − m_h^0, summarised as its mean over heads and its mean over C_0;
 - vulnerable heads of a pair (a, b): heads of C_0 with m_h^a < m_h^b − δ (the heads a drops more than b).
 
-Across seeds, each measure is a mean with a t interval over seeds (one mask per seed and model; the masks are not
+Across seeds, each measure is a mean with a t interval over seeds (`over_seeds`; a difference of two arms:
+`dcv.stats.welch`) (one mask per seed and model; the masks are not
 refit per probe-pair draw, so probe-pair noise is not in these intervals: DBM is deterministic given the pairs).
 Nothing here reads files: score-dcv passes the masks.
 """
@@ -70,10 +71,3 @@ def over_seeds(values: list[float], level: float = 0.95) -> dict:
     ci = t_interval(m, [(statistics.variance(xs) / len(xs), len(xs) - 1.0)], level)
     return {"mean": m, "n": len(xs), "low": ci["low"], "high": ci["high"]}
 
-
-def difference_over_seeds(a: list[float], b: list[float], level: float = 0.95) -> dict:
-    """mean(a) - mean(b) over seeds with Welch's t interval (two arms' seeds are independent runs)."""
-    from dcv.stats import welch
-
-    w = welch(a, b, level)
-    return {"diff": w["diff"], "low": w["low"], "high": w["high"]}
