@@ -103,10 +103,24 @@ def load_model(directory: Path, device: str = "cpu", dtype: str = "auto", trust_
     return model, load_tokenizer(directory, trust_remote_code)
 
 
+# Options of the call that loaded a tokenizer, which transformers writes back into tokenizer_config.json: with them
+# the same model saved with and without HF_HUB_OFFLINE=1 differed by a byte (`local_files_only`), and DVC reran it.
+LOAD_OPTIONS = ("local_files_only",)
+
+
+def _drop_load_options(cfg_file: Path) -> None:
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        if any(k in cfg for k in LOAD_OPTIONS):
+            kept = {k: v for k, v in cfg.items() if k not in LOAD_OPTIONS}
+            cfg_file.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 def save_model(model, tok, directory: Path, marker: dict, state_dict: dict | None = None) -> None:
     """save_pretrained of model and tokenizer plus the marker; only deterministic files. `state_dict` gives the
     full weights when the model's own are sharded (ZeRO-3, FSDP)."""
     directory = Path(directory)
     model.save_pretrained(str(directory), safe_serialization=True, state_dict=state_dict)
     tok.save_pretrained(str(directory))
+    _drop_load_options(directory / "tokenizer_config.json")
     (directory / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")

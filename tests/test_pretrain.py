@@ -113,3 +113,24 @@ def test_pretrain_is_deterministic_and_learns(data):
         losses.append(log)
     assert runs[0] == runs[1] and runs[0] != runs[2]
     assert losses[0][-1] < losses[0][0]
+
+
+def test_a_saved_model_is_the_same_bytes_offline_and_online(data, tmp_path, monkeypatch):
+    """transformers writes `local_files_only` of the loading call into tokenizer_config.json: a base saved under
+    HF_HUB_OFFLINE=1 (tests, bench) and one saved without it must not differ (DVC would rerun it)."""
+    from dcv.models import load_tokenizer, save_model
+
+    tok = data[0]
+    m = build_model(SMALL, len(tok), tok, seed=0)
+    save_model(m, tok, tmp_path / "src", {"tokenizer": "word-level"})
+    files = {}
+    for env in ("1", None):
+        if env is None:
+            monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        else:
+            monkeypatch.setenv("HF_HUB_OFFLINE", env)
+        loaded = load_tokenizer(tmp_path / "src")
+        save_model(m, loaded, tmp_path / str(env), {"tokenizer": "word-level"})
+        files[env] = {p.name: p.read_bytes() for p in sorted((tmp_path / str(env)).iterdir())}
+    assert files["1"] == files[None]
+    assert b"local_files_only" not in files["1"]["tokenizer_config.json"]
