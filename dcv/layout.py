@@ -5,6 +5,7 @@
     models/<arm>/seed-<s>/checkpoints/step-<n>/                             stage <arm>, every checkpoint
     models/<arm>/seed-<s>/final/                                            the last checkpoint's weights
     circuits/<model id>/<capability>.json (+ .png)                          stage extract-circuits
+    circuits/<model id>/study/<capability>.json                             stage extract-circuits (DBM masks)
     measurements/models.csv                                                 stage evaluate-forgetting
     measurements/circuits.csv                                               stage score-dcv
     metrics/<stage>.json, plots/<stage>/, reports/                          every stage
@@ -141,6 +142,10 @@ class Layout:
 
     def circuit_file(self, model: str, capability: str) -> Path:
         return self.circuits / model / f"{capability}.json"
+
+    def study_mask_file(self, model: str, capability: str) -> Path:
+        """The study's DBM head mask of a model on a capability (`circuits.study_capabilities`)."""
+        return self.circuits / model / "study" / f"{capability}.json"
 
     def circuit_steps(self, arm: str, seed: int) -> list[int]:
         """Steps of one arm and seed that have a circuits directory, in order."""

@@ -16,9 +16,13 @@ score-dcv chooses the base circuit C0 (`dcv.splits`). Outs:
                                          (fine-tuned heads put into the base)
     circuits/discovery/base/<capability>.json   the base on the discovery split (its ranking and curve choose C0)
     circuits/<model>/<capability>.png    heatmap of the signed effects, layers x heads
+    circuits/<model>/study/<capability>.json   for `circuits.study_capabilities`: the study's DBM head mask
+                                         (dbm_* knobs, whatever `method` is; dcv.circuits.extract.study_mask): mask
+                                         values and logits [layer, head], binary circuit (mask > 0.5), its size and F
     circuits/index.json                  every model id with its directory, arm, seed, step and `final`
     metrics/extract-circuits.json        per capability of the base: k80 (smallest k with F >= 0.8), f_at_k80, cpr,
-                                         the validation of eap / eap-ig against exact, seconds; wall_s
+                                         the validation of eap / eap-ig against exact, seconds; `study`: per study
+                                         capability the base's DBM circuit size and F, seconds per model; wall_s
 
 By hand (`--model`), one model directory (toy or Hugging Face; a hub id resolves from the local cache) is measured
 on the named probe sets and written to `--out` (default `circuits-by-hand/`, never into the DVC out); a model under
@@ -88,18 +92,19 @@ def _load(ctx: StageContext, directory: Path):
 
 def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         discovery: dict[str, list[dict]] | None = None) -> dict:
-    from dcv.circuits.extract import BaseReference, extract, k_at, rounded, validate_methods
+    from dcv.circuits.extract import BaseReference, extract, k_at, rounded, study_mask, validate_methods
     from dcv.circuits.methods import bind, reference
 
     t0 = time.perf_counter()
     p, common = ctx.params.circuits, ctx.params.common
     seed_everything(common.seeds[0], common.torch_threads)
     where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
-    method = bind(p.method, p)
+    method, study_method = bind(p.method, p), bind("dbm", p)
     kw = {"method": method, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
     refs: dict[str, BaseReference] = {}
     disc: dict = {}  # capability -> the base's faithfulness curve on the discovery split
     per_cap: dict[str, dict] = {}
+    study: dict[str, dict] = {}  # capability -> the base's DBM circuit and the seconds of every model's fit
     with io.atomic_dir(ctx.layout.circuits) as out:
         for entry in models:
             t_model = time.perf_counter()
@@ -115,6 +120,15 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
                 if cap in disc:
                     record["discovery_circuit"] = order_curve(x, disc[cap].order, p)
                 write_circuit(out, entry, cap, record, ctx.root)
+                if cap in p.study_capabilities:
+                    mask = study_mask(x.probed, study_method, p.heads_per_forward)
+                    secs = mask.pop("seconds")  # not in the out: it must be the same bytes on a rerun
+                    io.write_json(out / entry.id / "study" / f"{cap}.json",
+                                  {"model": entry.id, "capability": cap, "split": SCORING_SPLIT, **mask})
+                    st = study.setdefault(cap, {"seconds": []})
+                    st["seconds"].append(secs)
+                    if entry.is_base:
+                        st.update(base_size=mask["size"], n_heads=mask["n_layers"] * mask["n_heads"], base_f=mask["f"])
                 if entry.is_base:
                     refs[cap] = BaseReference(x.probed, x.curve.order)
                     k80, f80 = k_at(x.curve, TARGET)
@@ -138,18 +152,27 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         index = {e.id: {"model_dir": ctx.layout.rel(e.dir), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}
         io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index,
-                                           "discovery": DISCOVERY_MODEL if disc else None})
+                                           "discovery": DISCOVERY_MODEL if disc else None,
+                                           "study_capabilities": sorted(study)})
     metrics = {"method": p.method, "steps": method.steps, "n_models": len(models),
-               "capabilities": per_cap}
+               "capabilities": per_cap,
+               "study": {c: {**{k: v for k, v in st.items() if k != "seconds"}, "method": "dbm", "steps": study_method.steps,
+                             "seconds_per_model": round(sum(st["seconds"]) / len(st["seconds"]), 3)}
+                         for c, st in study.items()}}
     return ctx.finish(metrics, t0, ctx.layout.metrics("extract-circuits"), [(ctx.layout.circuits, "circuits")])
 
 
-def check_inputs(root: Path, arms: list[str], seeds: list[int], batch_size: int) -> tuple[dict, list[ModelRef], dict]:
+def check_inputs(root: Path, arms: list[str], seeds: list[int], batch_size: int,
+                 study_caps: list[str] = ()) -> tuple[dict, list[ModelRef], dict]:
     """Probe sets (scoring and discovery splits), models and tokenisation checked before the MLflow run opens
     (errors name file and line)."""
     from dcv.models import load_tokenizer
 
     caps = load_capabilities(root / PROBES)
+    absent = [c for c in study_caps if c not in caps]
+    if absent:
+        raise DcvError(f"{root / PROBES}: no probe set {', '.join(f'{c}.jsonl' for c in absent)} of "
+                       f"circuits.study_capabilities (rerun stage prepare-data)")
     missing = [c for c in sorted(caps) if not (root / DISCOVERY / f"{c}.jsonl").is_file()]
     if missing:
         raise DcvError(f"{root / DISCOVERY}: no discovery split of {', '.join(missing)} (rerun stage prepare-data: "
@@ -311,7 +334,8 @@ def main(params: str, model: str | None = None, capabilities: list[str] | None =
     if model is None:
         if capabilities or probes or base:
             raise DcvError("--capability, --probes and --base go with --model (measuring one model by hand)")
-        caps, models, disc = check_inputs(root, list(prm.common.arms), list(prm.common.seeds), prm.circuits.batch_size)
+        caps, models, disc = check_inputs(root, list(prm.common.arms), list(prm.common.seeds), prm.circuits.batch_size,
+                                          list(prm.circuits.study_capabilities))
         with stage("extract-circuits", params, PARAMS) as ctx:
             run(ctx, caps, models, disc)
         return

@@ -249,6 +249,7 @@ def check_params(path: Path, p) -> None:
     _check_budgets(path, p)
     _check_inits(path, p)
     _check_pairs(path, p)
+    _check_study_capabilities(path, p)
     _check_common_steps(path, p)
     _check_toy_target(path, p)
     _check_probe_source(path, p)
@@ -345,6 +346,20 @@ def _check_pairs(path: Path, p) -> None:
         bad = [a for a in pair if a not in p.common.arms]
         if bad:
             raise DcvError(f"{path}: dcv.pairs: {pair} names {bad}, not in common.arms {p.common.arms}")
+
+
+def _check_study_capabilities(path: Path, p) -> None:
+    """The study's masks are fitted on probe sets that prepare-data writes: a prior capability, or the target's own
+    pairs when `data.target_pairs.kinds` makes them."""
+    from dcv.splits import TARGET
+
+    have = list(p.data.capabilities) + ([TARGET] if p.data.target_pairs.kinds else [])
+    bad = [c for c in p.circuits.study_capabilities if c not in have]
+    if bad:
+        raise DcvError(f"{path}: circuits.study_capabilities: {', '.join(bad)} is no probe set of prepare-data "
+                       f"(there are: {', '.join(have)})")
+    if len(set(p.circuits.study_capabilities)) != len(p.circuits.study_capabilities):
+        raise DcvError(f"{path}: circuits.study_capabilities: a capability is named twice")
 
 
 def _missing(model: type[BaseModel], raw: dict, prefix: str = "") -> str | None:

@@ -351,6 +351,13 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
                 assert c["base_circuit"]["order"] == base_order[cap]
                 assert torch.tensor(c["cross_model"]["effects_per_pair"]).shape == (n[cap], 2, 4)
             assert (proj / f"circuits/{mid}/{cap}.png").read_bytes()[:4] == b"\x89PNG"
+        # The study's DBM mask on `target` only (circuits.study_capabilities), whatever the method.
+        assert sorted(x.name for x in (proj / f"circuits/{mid}/study").iterdir()) == ["target.json"]
+        sm = json.loads((proj / f"circuits/{mid}/study/target.json").read_text())
+        v = torch.tensor(sm["values"])
+        assert (sm["model"], sm["capability"], sm["method"], sm["n_pairs"], v.shape) == (mid, "target", "dbm", 4, (2, 4))
+        assert ((v >= 0) & (v <= 1)).all() and sm["circuit"] == torch.nonzero(v > 0.5).tolist()
+        assert sm["size"] == len(sm["circuit"]) and "seconds" not in sm and (sm["f"] is None or sm["f"] == sm["f"])
         if mid == "base":
             base_order = {cap: json.loads((proj / f"circuits/base/{cap}.json").read_text())["faithfulness"]["order"]
                           for cap in caps}
@@ -360,6 +367,9 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
             "topk_overlap_eap_ig", "magnitude_ratio_eap", "magnitude_ratio_eap_ig", "seconds"}
     for v in m["capabilities"].values():
         assert keys <= set(v) and v["n_heads"] == 8
+    assert set(m["study"]) == {"target"} and m["study"]["target"]["n_heads"] == 8
+    assert m["study"]["target"]["base_size"] == json.loads((proj / "circuits/base/study/target.json").read_text())["size"]
+    assert index["study_capabilities"] == ["target"]
     client = mlflow.tracking.MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("dcv-test").experiment_id],
                                 "tags.`dcv.stage` = 'extract-circuits'")
@@ -375,6 +385,8 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
     ({"faithfulness_sizes": 1}, "params.yaml: circuits.faithfulness_sizes: must be 'all' or an integer >= 2"),
     ({"validate": "yes"}, "params.yaml: circuits.validate: Input should be a valid boolean"),
     ({"batch_size": 0}, "params.yaml: circuits.batch_size: Input should be greater than or equal to 1"),
+    ({"study_capabilities": ["ioi", "chemistry"]},
+     "params.yaml: circuits.study_capabilities: chemistry is no probe set of prepare-data (there are: "),
 ])
 def test_bad_params_stop_in_one_line_writing_nothing(proj: Path, edit: dict, needle: str):
     write_params(proj / "params.yaml", {"circuits": {**CIRCUITS["circuits"], **edit}})
@@ -382,6 +394,30 @@ def test_bad_params_stop_in_one_line_writing_nothing(proj: Path, edit: dict, nee
     assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (proj / "circuits").exists() and not (proj / "metrics/extract-circuits.json").exists()
     assert not (proj / "mlflow.db").exists()
+
+
+def test_study_masks_are_the_dbm_fit_and_none_without_study_capabilities(proj: Path):
+    """The stage's study mask is what method dbm fits on that model and pairs; [] fits none."""
+    from dcv.circuits import pair_batches
+    from dcv.circuits.config import CircuitsConfig
+    from dcv.circuits.methods import bind
+    from dcv.models import load_model
+    from dcv.probes import load_probes
+
+    write_params(proj / "params.yaml", {**CIRCUITS, "circuits": {**CIRCUITS["circuits"], "study_capabilities": ["ioi"]}})
+    r = _invoke("stage", "extract-circuits")
+    assert r.exit_code == 0, r.output
+    model, tok = load_model(proj / "models/sft/seed-0/checkpoints/step-2")
+    cfg = CircuitsConfig.model_validate({**CircuitsConfig().model_dump(by_alias=True), **CIRCUITS["circuits"]})
+    m = bind("dbm", cfg)(model, pair_batches(tok, load_probes(proj / "data/prepared/probes/ioi.jsonl"), cfg.batch_size))
+    sm = json.loads((proj / "circuits/sft/seed-0/step-2/study/ioi.json").read_text())
+    assert torch.allclose(torch.tensor(sm["values"]), m.values, atol=1e-5) and sm["circuit"] == [list(h) for h in m.circuit]
+    assert not (proj / "circuits/base/study/target.json").exists()
+    write_params(proj / "params.yaml", {**CIRCUITS, "circuits": {**CIRCUITS["circuits"], "study_capabilities": []}})
+    r = _invoke("stage", "extract-circuits")
+    assert r.exit_code == 0, r.output
+    assert not list((proj / "circuits").rglob("study"))
+    assert json.loads((proj / "metrics/extract-circuits.json").read_text())["study"] == {}
 
 
 def test_bad_probe_pair_and_missing_seed_stop_before_anything(proj: Path):

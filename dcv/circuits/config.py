@@ -31,6 +31,10 @@ class CircuitsConfig(BaseModel):
                                        "geometrically); small: masks end near 0 or 1.")
     dbm_init: float = Field(1.0, ge=-100, le=100, description="dbm: initial logit of every head (> 0: every head "
                             "kept at the start).")
+    study_capabilities: list[str] = Field(default_factory=lambda: ["target"], description="Capabilities on which "
+                                          "every model also gets the study's DBM head mask (dbm_* knobs), whatever "
+                                          "`method` is: circuits/<model>/study/<capability>.json, read by score-dcv's "
+                                          "study measures; [] = none.")
     batch_size: int = Field(64, ge=1, le=100_000, description="Probe pairs per batch.")
     heads_per_forward: int = Field(32, ge=1, le=100_000, description="Interventions (patched heads, circuit sizes, "
                                    "eap-ig steps) stacked into one forward: rows = batch_size x this.")

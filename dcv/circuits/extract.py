@@ -96,6 +96,19 @@ def extract(model, batches: list[PairBatch], method: str | BoundMethod = "exact"
     return Extraction(record, probed, eff, own)
 
 
+def study_mask(probed: ProbedModel, bound: BoundMethod, heads_per_forward: int = 32) -> dict:
+    """The study's record of one model on one capability: a learnt head mask (`bound`: method dbm) on the cached runs
+    of an extraction, with F of its binary circuit on the same pairs. Keys: method, steps, n_pairs, n_layers,
+    n_heads, and the mask block's values, logits, circuit, size, f, nll_circuit, knobs, curve."""
+    t0 = time.perf_counter()
+    m = bound(probed.model, [], probed=probed)
+    L, H = probed.shape
+    ks = sorted({0, len(m.circuit)})
+    f = faithfulness_curve(probed, m.circuit, ks, heads_per_forward, head_means(probed)).f[-1]
+    return {"method": bound.name, "steps": bound.steps, "n_pairs": probed.n_pairs, "n_layers": L, "n_heads": H,
+            **rounded(m.record_fields(f)["mask"]), "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def validate_methods(probed: ProbedModel, reference: HeadEffects, k: int, config: CircuitsConfig | None = None) -> dict:
     """Every method registered with `validate` (eap, eap-ig), bound from `config`, against the reference's effects
     on the same pairs: Spearman rho of the signed mean effects over all heads, overlap of the top-k heads by |e|

@@ -28,6 +28,9 @@ class ScoreConfig(BaseModel):
     n_permutations: int = Field(9999, ge=99, le=1_000_000, description="Random relabellings of a permutation test when the exact one has more than 20000.")
     guards: GuardConfig = Field(default_factory=GuardConfig)
     seed: int = Field(0, ge=0, description="Seed of the bootstrap's and the permutation tests' numpy Generator.")
+    study_delta: float = Field(0.2, ge=0.0, le=1.0, description="The study's vulnerable heads of a pair (a, b): heads "
+                               "of the base's DBM circuit whose mask under a is below their mask under b by more than "
+                               "this (dcv.scoring.study).")
 
     @field_validator("pairs")
     @classmethod
