@@ -22,7 +22,15 @@ Writes `metrics/score-dcv.json` (`comparisons.<a>-<b>`; the headline pair's also
 R² of forgetting against each predictor; `checkpoints`: every checkpoint's model-level figures, read by `dcv sweep`;
 `sanity`: checks whose outcome is known), `measurements/circuits.csv` (every measure of every checkpoint,
 `dcv.scoring.scores.CircuitScore`) and `plots/dcv/`: `heads/<a>-<b>/<cap>.json` (head maps at equal steps),
-`by-step.csv` (CV per arm at every step all its seeds have, means over capabilities and seeds) and `dcv.csv`.
+`by-step.csv` (CV per arm at every step all its seeds have, means over capabilities and seeds), `dcv.csv` and
+`study.csv` (the study's measures per capability, arm and step).
+
+The study's measures (`study`, dcv.scoring.study) read the DBM masks of `circuits/<model>/study/<cap>.json` on the
+capabilities extract-circuits fitted them on (`circuits.study_capabilities`, by default the target task's own pairs):
+the base's circuit {m > 0.5}; per arm, size, overlap with it, Jaccard and mask shift at every step and the retention
+from the first checkpoint to the last; per pair, the same at the equal step and the headline equal-accuracy level
+with Welch intervals of the differences and the vulnerable heads (m^a < m^b - `dcv.study_delta`) beside their
+swapped-arms baseline. Intervals are over seeds only (one mask per model, not refit per probe-pair draw).
 
 An arm that continues another (`rl_sft` from `sft`) is scored like every arm, against the base's circuits and
 forgetting; only its step 0 is the checkpoint it started from (`MeasurementTable.start`), whose circuits are those of
@@ -50,6 +58,7 @@ class Inputs:
     base_accuracy: float
     table: object  # dcv.measurements.MeasurementTable
     starts: dict = None  # (arm, seed) -> (arm, seed, step) of the checkpoint it continues; absent: the base
+    study: dict = None  # capability -> {"base" | (arm, seed, step): the study's DBM mask [layer, head]}
 
 
 def pair_name(pair) -> str:
@@ -60,12 +69,12 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
     """Every circuits file and the measurement table, checked before the MLflow run opens."""
     from dcv.layout import BASE, model_id, parse_model_id
     from dcv.measurements import MeasurementTable
-    from dcv.scoring.circuits import capabilities, check_compatible, check_discovery, load_circuit
+    from dcv.scoring.circuits import capabilities, check_compatible, check_discovery, load_circuit, load_study_mask
     from dcv.splits import DISCOVERY_MODEL
 
     table = MeasurementTable.read(layout.measurements)
     # Prior capabilities only: those with forgetting-split rows. A task capability (the target's own pairs,
-    # `dcv.splits.TARGET`) has circuits but no forgetting; the study's measures on it are not scored here yet.
+    # `dcv.splits.TARGET`) has circuits but no forgetting: the study's measures score it, on its DBM masks.
     caps = [c for c in capabilities(layout.circuits) if c in table.capabilities]
     bases = {c: load_circuit(layout.circuit_file(BASE, c)) for c in caps}
     disc = {}
@@ -105,7 +114,12 @@ def load_inputs(layout, arms: list[str], seeds: list[int]) -> Inputs:
                 raise DcvError(f"{layout.circuits / start}: no circuits of {start}, where {arm} seed {s} started "
                                f"(its step 0; run stage extract-circuits with {key[0]} in common.arms)")
             starts[(arm, s)] = key
-    return Inputs(bases, disc, circuits, curves, table.first(BASE).target_accuracy, table, starts)
+    study = {}  # every model with circuits has a mask on each capability the base has one on
+    for c in sorted(f.stem for f in (layout.circuits / BASE / "study").glob("*.json")):
+        base = load_study_mask(layout.study_mask_file(BASE, c))
+        study[c] = {BASE: base, **{k: load_study_mask(layout.study_mask_file(model_id(*k), c), base.shape)
+                                   for k in circuits}}
+    return Inputs(bases, disc, circuits, curves, table.first(BASE).target_accuracy, table, starts, study)
 
 
 def common_steps(inp: Inputs, arms: list[str], seeds: list[int], where=None) -> list[int]:
@@ -133,6 +147,53 @@ def _runs(inp: Inputs, chosen: dict[str, dict[int, list[tuple[int, float]]]]) ->
 
     return {c: {a: [Run(s, tuple((_model(inp, a, s, st, c), w) for st, w in chosen[a][s])) for s in sorted(chosen[a])]
                 for a in chosen} for c in inp.bases}
+
+
+def _mask_of(inp: Inputs, cap: str):
+    """mask(arm, seed, step) of the study's DBM masks on a capability; step 0 is the model the arm started from."""
+    from dcv.layout import BASE
+
+    masks = inp.study[cap]
+
+    def of(arm: str, seed: int, step: int):
+        if step == 0:
+            return masks[(inp.starts or {}).get((arm, seed), BASE)]
+        return masks[(arm, seed, step)]
+    return of
+
+
+def study_scores(inp: Inputs, cfg, arms: list[str], seeds: list[int], comparisons: dict, common: dict) -> dict:
+    """The study's measures (dcv.scoring.study) on its DBM masks, per capability of `circuits.study_capabilities`:
+    the base's circuit; per arm its measures at every step and its retention from the first checkpoint to the last;
+    per pair of `dcv.pairs` the comparison at the pair's equal step and at its headline equal-accuracy level (the same
+    checkpoints and weights as CV there)."""
+    from dcv.layout import BASE, model_id
+    from dcv.scoring import study
+
+    out = {}
+    for c, masks in sorted((inp.study or {}).items()):
+        base, of = masks[BASE], _mask_of(inp, c)
+        per_arm = {}
+        for a in arms:
+            steps = common_steps(inp, [a], seeds)
+            start = sorted({model_id(*inp.starts[(a, s)]) if (a, s) in (inp.starts or {}) else BASE for s in seeds})
+            per_arm[a] = {"start": start, "by_step": study.by_step(base, of, a, seeds, [0, *steps]),
+                          "retention": study.retention(base, of, a, seeds, steps[0], steps[-1])}
+        per_pair = {}
+        for pair in cfg.pairs:
+            name, pair = pair_name(pair), tuple(pair)
+            st = common[name][-1]
+            eq = study.compare(base, of, pair, {x: {s: [(st, 1.0)] for s in seeds} for x in pair}, cfg.study_delta)
+            ea, acc = comparisons[name]["equal_accuracy"], None
+            if ea["headline_level"] is not None:
+                (lv,) = [x for x in ea["levels"] if x["level"] == ea["headline_level"]]
+                terms = {x: {int(s): [(int(t), float(w)) for t, w in v] for s, v in lv["checkpoints"][x].items()}
+                         for x in pair}
+                acc = {"level": lv["level"], "gap": lv["gap"], **study.compare(base, of, pair, terms, cfg.study_delta)}
+            per_pair[name] = {"equal_steps": {"step": st, **eq}, "equal_accuracy": acc}
+        out[c] = {"base": {"size": int(study.circuit(base).sum()), "n_heads": int(base.size)}, "arms": per_arm,
+                  "pairs": per_pair}
+    return {"method": "dbm", "delta": cfg.study_delta, "capabilities": out}
 
 
 def _ablated(circuit, mask):
@@ -334,6 +395,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
     from dcv.scoring.measures import base_circuit, score_model
     from dcv.scoring.predictors import analyse, model_points
     from dcv.scoring.scores import CircuitScore
+    from dcv.scoring.study import MEASURES as STUDY_MEASURES
     from dcv.splits import FORGETTING
     from dcv.tables import write_table
 
@@ -380,6 +442,7 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
         "predictors": analyse(points, arms, cfg.n_bootstrap, np.random.default_rng([cfg.seed, 7])),
         "checkpoints": points["model"],
         "sanity": sanity(inp, c0s, tuple(cfg.pairs[0]), arms, seeds, final, cfg, finals),
+        "study": study_scores(inp, cfg, arms, seeds, comparisons, common),
     }
 
     write_table(ctx.layout.circuit_scores, rows, CircuitScore)
@@ -407,6 +470,11 @@ def run(ctx: StageContext, inp: Inputs) -> dict:
                                      "low": v["ci95"]["low"], "high": v["ci95"]["high"],
                                      "gap": v.get("gap", 0.0)})
         io.write_csv(d / "dcv.csv", list(dcv_rows[0]), dcv_rows)
+        study_rows = [{"capability": c, "arm": a, "step": row["step"], "measure": k, "mean": row[k]["mean"],
+                       "low": row[k]["low"], "high": row[k]["high"], "n": row[k]["n"]}
+                      for c, v in metrics["study"]["capabilities"].items() for a, x in v["arms"].items()
+                      for row in x["by_step"] for k in STUDY_MEASURES]
+        io.write_csv(d / "study.csv", ["capability", "arm", "step", "measure", "mean", "low", "high", "n"], study_rows)
     return ctx.finish(metrics, t0, ctx.layout.metrics("score-dcv"),
                       [(ctx.layout.plots("dcv"), "plots"), (ctx.layout.circuit_scores, None)])
 

@@ -61,6 +61,18 @@ def circuit(model: str, cap: str, scale: float, n_pairs: int, rng: np.random.Gen
     return d
 
 
+STUDY_CAP = "target"
+STUDY_BASE = np.array([[0.95, 0.9, 0.05, 0.1], [0.85, 0.02, 0.99, 0.03]])  # C0 = L0H0, L0H1, L1H0, L1H2
+STUDY_DROP = np.array([[1.2, 0.4, 0.0, 0.0], [0.9, 0.0, 0.6, 0.0]])  # how fast each C0 head's mask falls
+
+
+def study_mask(dg: float) -> dict:
+    """The study's DBM mask file of a model degraded by dg: C0's masks fall with dg at their own rates (dg 0.6:
+    L0H0 and L1H0 leave C0, overlap 0.5; dg <= 0.2: none does, overlap 1)."""
+    v = np.clip(STUDY_BASE * (1.0 - dg * STUDY_DROP), 0.0, 1.0)
+    return {"capability": STUDY_CAP, "method": "dbm", "values": v.tolist()}
+
+
 def accuracy(arm: str, step: int, seed: int) -> float:
     """SFT (and any arm but rl) learns fast, RL slowly; the base (step 0) is at 0.25."""
     if step == 0:
@@ -70,10 +82,11 @@ def accuracy(arm: str, step: int, seed: int) -> float:
 
 
 def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int = 16, same_arms: bool = False,
-          caps=CAPS, steps=STEPS, table: bool = True, starts: dict | None = None) -> Path:
+          caps=CAPS, steps=STEPS, table: bool = True, starts: dict | None = None, study: bool = True) -> Path:
     """circuits/ and the measurement table (measurements/models.csv) under `root`. degrade: arm -> degradation at
     the last step (linear in step); the arms are its keys. `table`: False when a real evaluate-forgetting writes it.
-    starts: arm -> (arm, step) of the checkpoint it continues (its rows' `init`, seed by seed)."""
+    starts: arm -> (arm, step) of the checkpoint it continues (its rows' `init`, seed by seed). `study`: the study's
+    DBM masks on `target` too (`study_mask`)."""
     from dcv.measurements import Measurement
     from dcv.tables import write_table
 
@@ -83,6 +96,9 @@ def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int
     rows = [Measurement("base", "base", None, 0, False, c, 1.0, 3.0, 0.25, 1.0, 0.0, 0.0, 0.0) for c in caps]
     for c in caps:
         io.write_json(root / "circuits/base" / f"{c}.json", circuit("base", c, 1.0, n_pairs, rng))
+    if study:
+        io.write_json(root / "circuits/base/study" / f"{STUDY_CAP}.json", study_mask(0.0))
+    for c in caps:
         io.write_json(root / "circuits/discovery/base" / f"{c}.json",
                       circuit("discovery/base", c, 1.0, n_pairs, np.random.default_rng([7, len(c)]), split="discovery"))
     for arm in arms:
@@ -92,6 +108,8 @@ def write(root: Path, seeds=(0, 1, 2), degrade: dict | None = None, n_pairs: int
                 dg = degrade[src] * st / steps[-1] + 0.03 * s
                 r = np.random.default_rng([s, st, 0 if same_arms else arms.index(arm)])
                 mid = f"{arm}/seed-{s}/step-{st}"
+                if study:
+                    io.write_json(root / f"circuits/{mid}/study/{STUDY_CAP}.json", study_mask(dg))
                 for c in caps:
                     io.write_json(root / f"circuits/{mid}/{c}.json", circuit(mid, c, 1.0 - dg, n_pairs, r))
                     init = "base" if arm not in (starts or {}) else f"{starts[arm][0]}/seed-{s}/step-{starts[arm][1]}"

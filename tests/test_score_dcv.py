@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from dcv import io
 from stages.cli import app
 from tests import synthetic
 from tests.conftest import write_params
@@ -369,7 +370,30 @@ def test_stage_writes_metrics_plots_and_mlflow_and_is_deterministic(workdir: Pat
         "cv", "logit_diff_drop", "forward_kl", "param_distance"}
     assert len(m["checkpoints"]) == 12 and {"cv", "forgetting", "target_accuracy", "prior_accuracy", "param_distance"} <= set(m["checkpoints"][0])
     plots = workdir / "plots/dcv"
-    assert sorted(p.name for p in plots.iterdir()) == ["by-step.csv", "dcv.csv", "heads"]
+    assert sorted(p.name for p in plots.iterdir()) == ["by-step.csv", "dcv.csv", "heads", "study.csv"]
+    # The study's measures on the synthetic DBM masks (synthetic.study_mask): SFT's last step drops L0H0 and L1H0
+    # from C0 in every seed (overlap 0.5), RL's none; SFT still holds all four at step 3.
+    st = m["study"]["capabilities"]["target"]
+    assert m["study"]["delta"] == 0.2 and st["base"] == {"size": 4, "n_heads": 8}
+    sft, rl = st["arms"]["sft"], st["arms"]["rl"]
+    assert [r["step"] for r in sft["by_step"]] == [0, 3, 6] and sft["start"] == ["base"]
+    assert sft["by_step"][0]["overlap"]["mean"] == 1.0 and sft["by_step"][0]["mask_shift"]["mean"] == 0.0
+    assert sft["by_step"][-1]["overlap"]["seeds"] == [0.5, 0.5, 0.5] and rl["by_step"][-1]["overlap"]["mean"] == 1.0
+    assert sft["by_step"][-1]["size"]["mean"] == 2.0 and sft["by_step"][-1]["mask_shift_c0"]["mean"] < 0
+    assert (sft["retention"]["first_step"], sft["retention"]["last_step"]) == (3, 6)
+    assert sft["retention"]["change"]["mean"] == -0.5 and rl["retention"]["change"]["mean"] == 0.0
+    pair = st["pairs"]["sft-rl"]
+    eq = pair["equal_steps"]
+    assert eq["step"] == 6 and eq["difference"]["overlap"]["diff"] == pytest.approx(-0.5)
+    assert eq["arms"]["sft"]["overlap"]["mean"] == 0.5
+    assert eq["vulnerable"]["a_below_b"]["mean"] >= 2 and eq["vulnerable"]["b_below_a"]["mean"] == 0.0
+    assert {"L0H0", "L1H0"} <= set(eq["vulnerable"]["heads"]) and eq["vulnerable"]["heads_b_below_a"] == []
+    ea_study = pair["equal_accuracy"]
+    assert ea_study["level"] == ea["headline_level"] and ea_study["gap"] == top["gap"]
+    # at 0.58 SFT is read between step 0 and step 3, where no C0 head has left yet
+    assert ea_study["arms"]["sft"]["overlap"]["mean"] == 1.0
+    rows = (plots / "study.csv").read_text().splitlines()
+    assert rows[0] == "capability,arm,step,measure,mean,low,high,n" and len(rows) == 1 + 2 * 3 * 5
     heads = json.loads((plots / "heads/sft-rl/ioi.json").read_text())
     assert heads["v"]["sft"][0][0] is None and heads["v"]["sft"][1][2] == pytest.approx(ioi["heads"]["L1H2"]["v"]["sft"])
     from dcv.scoring.scores import CircuitScore
@@ -478,6 +502,7 @@ def test_seeds_with_different_step_sets(workdir: Path):
     for c in synthetic.CAPS:
         (workdir / f"circuits/{extra}").mkdir(parents=True, exist_ok=True)
         (workdir / f"circuits/{extra}/{c}.json").write_text(json.dumps(synthetic.circuit(extra, c, 0.2, 16, rng)))
+    io.write_json(workdir / f"circuits/{extra}/study/{synthetic.STUDY_CAP}.json", synthetic.study_mask(0.8))
     rows = t.rows + [Measurement(extra, "sft", 1, 9, True, c, 0.5, 0.6, 1.0, 0.5, 1.0, 1.0, 9.0) for c in synthetic.CAPS]
     MeasurementTable(rows).write(workdir / "measurements/models.csv")
     _params(workdir, {"common": {"seeds": [0, 1]}, "dcv": {"n_bootstrap": 50, "accuracy_tolerance": 0.5}})
@@ -572,6 +597,12 @@ def test_an_arm_that_continues_another_starts_from_that_checkpoint(workdir: Path
             assert all(st in (0, 3, 6) for st, _ in terms)
     rows = (workdir / "plots/dcv/by-step.csv").read_text().splitlines()
     assert sum(r.startswith("rl_sft,") for r in rows) == 2
+    # the study's measures too: rl_sft's step 0 is the mask of sft's step 3 of the same seed
+    from dcv.scoring.study import measures
+    st = m["study"]["capabilities"]["target"]["arms"]["rl_sft"]
+    assert st["start"] == ["sft/seed-0/step-3"]  # the stage scores the params' seeds: [0]
+    assert st["by_step"][0]["overlap"]["seeds"] == [
+        measures(inp.study["target"]["base"], inp.study["target"][("sft", 0, 3)]).overlap]
 
     bad = [dataclasses.replace(r, init="sft/seed-1/step-9") if r.arm == "rl_sft" else r for r in t.rows]
     with pytest.raises(DcvError, match="no rows of model sft/seed-1/step-9"):

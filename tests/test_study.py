@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dcv.scoring.study import circuit, measures, over_seeds, vulnerable_heads
+from dcv.scoring.study import by_step, circuit, compare, measures, over_seeds, retention, vulnerable_heads
 
 BASE = np.array([[0.9, 0.8, 0.1, 0.0], [0.7, 0.2, 0.95, 0.05]])  # C0 = 4 heads: L0H0, L0H1, L1H0, L1H2
 
@@ -51,3 +51,46 @@ def test_seed_intervals():
     assert one["mean"] == 0.5 and math.isnan(one["low"])
     three = over_seeds([0.4, 0.5, 0.6])
     assert three["mean"] == pytest.approx(0.5) and three["low"] < 0.4 < 0.6 < three["high"]
+
+
+def test_intervals_are_clipped_to_the_measures_range():
+    wide = over_seeds([0.0, 1.0, 1.0])
+    assert wide["low"] < 0 and wide["high"] > 1
+    clipped = over_seeds([0.0, 1.0, 1.0], bounds=(0.0, 1.0))
+    assert (clipped["low"], clipped["high"], clipped["mean"]) == (0.0, 1.0, wide["mean"])
+
+
+def _dropped(*heads):
+    x = BASE.copy()
+    for l, h in heads:
+        x[l, h] = 0.0
+    return x
+
+
+# arm a loses L0H0 at step 2 and L0H1 at step 4 (both seeds); arm b loses nothing; step 0 is the base
+MASKS = {("a", s, 2): _dropped((0, 0)) for s in (0, 1)} | {("a", s, 4): _dropped((0, 0), (0, 1)) for s in (0, 1)} \
+    | {("b", s, st): BASE for s in (0, 1) for st in (2, 4)}
+
+
+def _of(arm, seed, step):
+    return BASE if step == 0 else MASKS[(arm, seed, step)]
+
+
+def test_an_arm_along_its_checkpoints_and_its_retention():
+    rows = by_step(BASE, _of, "a", [0, 1], [0, 2, 4])
+    assert [r["overlap"]["mean"] for r in rows] == [1.0, 0.75, 0.5] and rows[2]["size"]["seeds"] == [2.0, 2.0]
+    r = retention(BASE, _of, "a", [0, 1], 2, 4)
+    assert (r["first"]["mean"], r["last"]["mean"], r["change"]["mean"]) == (0.75, 0.5, -0.25)
+
+
+def test_a_pair_at_weighted_checkpoints_interpolates_measures_and_masks():
+    one = {s: [(4, 1.0)] for s in (0, 1)}
+    c = compare(BASE, _of, ("a", "b"), {"a": one, "b": one}, 0.2)
+    assert c["difference"]["overlap"]["diff"] == -0.5 and c["vulnerable"]["heads"] == ["L0H0", "L0H1"]
+    assert c["vulnerable"]["a_below_b"]["seeds"] == [2.0, 2.0] and c["vulnerable"]["b_below_a"]["mean"] == 0.0
+    half = {s: [(2, 0.5), (4, 0.5)] for s in (0, 1)}  # halfway between steps 2 and 4
+    h = compare(BASE, _of, ("a", "b"), {"a": half, "b": one}, 0.2)
+    assert h["arms"]["a"]["overlap"]["mean"] == pytest.approx(0.625)
+    # the averaged mask of L0H1 is 0.4 (0.8 -> 0.4), below b's 0.8 by 0.4: still vulnerable at delta 0.2, not at 0.5
+    assert h["vulnerable"]["heads"] == ["L0H0", "L0H1"]
+    assert compare(BASE, _of, ("a", "b"), {"a": half, "b": one}, 0.5)["vulnerable"]["heads"] == ["L0H0"]

@@ -184,3 +184,19 @@ def check_discovery(discovery: Circuit, base: Circuit) -> None:
     if base.discovery is None or base.discovery["order"] != discovery.base_order:
         raise DcvError(f"{base.path}: discovery_circuit: missing or not the ranking of {discovery.path} "
                        f"(rerun stage extract-circuits)")
+
+
+def load_study_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """One study DBM mask file (circuits/<model>/study/<cap>.json): its mask values [layer, head], each in [0, 1],
+    checked against `shape` (the base's) when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise DcvError(f"{path}: not found (the study's DBM mask; rerun stage extract-circuits)")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DcvError(f"{path}: not valid JSON ({e.msg})") from None
+    v = _array(path, d, "values", 2, shape)
+    if ((v < 0) | (v > 1)).any():
+        raise DcvError(f"{path}: values: masks must lie in [0, 1]")
+    return v
