@@ -9,7 +9,9 @@ DIR is a repository whose pipeline has run (`models/`, `data/prepared/probes/`).
 prints `dcv.scoring.study`'s measures against the base: circuit size |C_x|, overlap |C_x ∩ C_0| / |C_0|, Jaccard,
 mean mask shift over C_0; per ARM:STEP their mean over seeds with a t interval; and the heads of C_0 that the first
 ARM:STEP drops below the second by more than delta (seed-mean masks). One DBM fit per model (no refit per probe-pair
-draw): the intervals hold seed variance only. Not a pipeline stage: `dcv stage score-dcv` does not read these yet.
+draw): the intervals hold seed variance only. The pipeline computes the same measures for every checkpoint
+(extract-circuits' `circuits/<model>/study/`, score-dcv's `study`); this script refits chosen models by hand, e.g.
+with other `circuits.dbm_*` knobs edited in DIR's params.yaml, without rerunning the stages.
 """
 
 from __future__ import annotations

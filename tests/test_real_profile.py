@@ -104,3 +104,11 @@ def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypat
     idx = json.loads((project / "circuits/index.json").read_text())
     assert idx["method"] == "eap-ig" and "rl/seed-0/step-2" in idx["models"]
     assert (project / "circuits/base/ioi.json").is_file() and (project / "reports/report.md").is_file()
+    # The study's DBM masks on the SciKnowEval rows' own pairs (target), every model, and its report section.
+    assert idx["study_capabilities"] == ["target"]
+    for mid in idx["models"]:
+        sm = json.loads((project / f"circuits/{mid}/study/target.json").read_text())
+        assert sm["method"] == "dbm" and sm["n_pairs"] == 3 and len(sm["values"]) == sm["n_layers"]
+    sc = json.loads((project / "metrics/score-dcv.json").read_text())
+    assert set(sc["study"]["capabilities"]["target"]["arms"]) == {"sft", "rl", "protect", "rl_sft"}
+    assert "## As the study measures it" in (project / "reports/report.md").read_text()

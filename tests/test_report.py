@@ -53,12 +53,12 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
     rep = workdir / "reports"
     text = (rep / "report.md").read_text()
     for section in ("## Verdict", "## Setup", "## Adaptation and forgetting", "## Circuits", "## What predicts forgetting",
-                    "## Sanity checks"):
+                    "## As the study measures it", "## Sanity checks"):
         assert section in text, section
     figs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
     assert {f.split("/")[1] for f in figs} == {
         "target-accuracy.png", "prior-accuracy.png", "pareto.png", "heads-ioi.png", "heads-induction.png", "dcv-sft-rl.png",
-        "forgetting-vs-predictors.png", "forgetting-vs-dcv-paired.png"}
+        "forgetting-vs-predictors.png", "forgetting-vs-dcv-paired.png", "study-overlap-target.png"}
     for f in figs:
         assert (rep / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Every caption is one line in italics right after its figure.
@@ -95,6 +95,13 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
     assert summary["sanity_passed"] == {"self": True, "zeroed_vs_base": True, "same_arm_seeds": True}
     assert "must reject at 5%" in text and "FAILED" not in text
     assert "toy-world Qwen2" in text and "seeds | 0, 1" in text
+    # The study's section: its reported numbers marked, this run's computed (synthetic masks: SFT's last step keeps
+    # half of C0, RL all of it).
+    assert "297 of 576 (51.6%)" in text and "*reported*" in text and "| base | 297 of 576 (51.6%) | 4 of 8 (50.0%) |" in text
+    assert summary["study"]["target"]["overlap"] == {"sft": 0.5, "rl": 1.0}
+    assert summary["study"]["target"]["overlap_difference_side"] == {"sft-rl": "below"}
+    assert "SFT vs RL, target, at equal steps (step 6): overlap with the base's DBM circuit 50.0% vs 100.0%" in text
+    assert "RL keeps more of the base circuit." in text and "The study reports" not in text  # rl: no reported numbers
     # MLflow: the run, its verdict numbers and the report as an artifact.
     import mlflow
 
@@ -107,6 +114,23 @@ def test_report_is_complete_computed_and_deterministic(chain: Path, workdir: Pat
     before = {p: p.read_bytes() for p in sorted(rep.rglob("*")) if p.is_file()}
     _stage("report")
     assert before == {p: p.read_bytes() for p in sorted(rep.rglob("*")) if p.is_file()}
+
+
+def test_study_section_states_whether_the_run_agrees_with_the_reported_direction(chain: Path, tmp_path: Path):
+    """The chain's SFT-vs-RL study block read as SFT vs RL_SFT (the study's RL, which has reported numbers): RL_SFT
+    keeps more of C0, the study's direction; with the arms' masks swapped, the opposite."""
+    from dcv.report import study
+
+    sc = json.loads((chain / "metrics/score-dcv.json").read_text().replace('"rl"', '"rl_sft"').replace("sft-rl", "sft-rl_sft"))
+    md, summary = study.section(sc, sc["comparisons"], tmp_path)
+    text = "\n".join(md)
+    assert "RL_SFT keeps more of the base circuit. The study reports SFT 52.0% and RL_SFT 68.0% (reported): the same direction." in text
+    assert summary["target"]["overlap_difference_side"] == {"sft-rl_sft": "below"}
+    eq = sc["study"]["capabilities"]["target"]["pairs"]["sft-rl_sft"]["equal_steps"]
+    d = eq["difference"]["overlap"]
+    d["diff"], d["low"], d["high"] = -d["diff"], -d["high"], -d["low"]
+    assert "the opposite direction." in "\n".join(study.section(sc, sc["comparisons"], tmp_path)[0])
+    assert study.section({**sc, "study": {"capabilities": {}}}, sc["comparisons"], tmp_path) == ([], {})
 
 
 def test_report_without_inputs_stops_with_one_line(workdir: Path):

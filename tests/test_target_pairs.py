@@ -159,6 +159,9 @@ def test_prepare_data_writes_target_pairs_into_probes_and_discovery_only(workdir
     assert sum(c["candidates"] for c in t["kept"].values()) == 16 and "target" not in m["pairs"]["probes"]
 
     write_params(workdir / "params.yaml", {"data": {"target_pairs": {"kinds": []}}})
+    r = _invoke("stage", "prepare-data")  # the study's masks are fitted on `target` by default: no pairs, no masks
+    assert r.exit_code == 2 and "circuits.study_capabilities: target is no probe set of prepare-data" in r.output
+    write_params(workdir / "params.yaml", {"data": {"target_pairs": {"kinds": []}}, "circuits": {"study_capabilities": []}})
     assert _invoke("stage", "prepare-data").exit_code == 0
     assert not list(prepared.glob("*/target.jsonl"))
     assert json.loads((workdir / "metrics/prepare-data.json").read_text())["target_pairs"]["pairs"] == {

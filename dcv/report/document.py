@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from dcv.measurements import MeasurementTable
-from dcv.report import figures
+from dcv.report import figures, study
+from dcv.report.markdown import figure as _figure
+from dcv.report.markdown import table as _table
 from dcv.report.stats import (
     adaptation_verdict,
     ci_side,
@@ -35,16 +37,6 @@ class ReportData:
     table: MeasurementTable  # measurements/models.csv
     circuit_scores: list[CircuitScore]  # measurements/circuits.csv
     prepared: dict = field(default_factory=dict)  # metrics/prepare-data.json (split sizes, clean-prompt overlap)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _figure(name: str, caption: str) -> str:
-    return f"![{caption}](figures/{name})\n\n*{caption}*"
 
 
 def checkpoint_points(d: ReportData) -> list[dict]:
@@ -377,6 +369,9 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
     }
     if protect is not None:
         summary["protection"] = protect
+    study_md, study_summary = study.section(sc, sc["comparisons"], figdir)
+    if study_summary:
+        summary["study"] = study_summary
 
     names = ", ".join(x.upper() for x in arms)
     md = [f"# Which circuits does fine-tuning break? {names}", "",
@@ -444,6 +439,7 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
            "resample whole runs (arm, seed) within each arm, since a run's checkpoints are not independent.*", "",
            _figure("forgetting-vs-dcv-paired.png", f"Difference in forgetting ({A} − {B}) against DCV (left) and against the difference in forward KL (right), paired by seed and step: R² {fmt(fit_dcv['r2'], 2)} and {fmt(fit_dkl['r2'], 2)} (checkpoints of a run pooled as points: no interval)."), "",
            *_lm_eval(fg, arms),
+           *study_md,
            "## Sanity checks", "",
            _sanity(sc["sanity"]), ""]
     return "\n".join(md), summary
