@@ -89,15 +89,20 @@ def _array(path: Path, d: dict, key: str, ndim: int, shape: tuple | None = None)
     return a
 
 
+def _read(path: Path, hint: str) -> dict:
+    """A JSON file of extract-circuits, or a DcvError naming it (`hint`: what to do when it is missing)."""
+    if not path.is_file():
+        raise DcvError(f"{path}: not found ({hint})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DcvError(f"{path}: not valid JSON ({e.msg})") from None
+
+
 def load_circuit(path: Path) -> Circuit:
     """Read and check one circuits JSON file."""
     path = Path(path)
-    if not path.is_file():
-        raise DcvError(f"{path}: not found (run stage extract-circuits)")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DcvError(f"{path}: not valid JSON ({e.msg})") from None
+    d = _read(path, "run stage extract-circuits")
     for key in ("model", "capability", "n_layers", "n_heads", "effects", "effects_per_pair", "base_circuit"):
         if key not in d:
             raise DcvError(f"{path}: {key}: missing")
@@ -190,12 +195,7 @@ def load_study_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndar
     """One study DBM mask file (circuits/<model>/study/<cap>.json): its mask values [layer, head], each in [0, 1],
     checked against `shape` (the base's) when given."""
     path = Path(path)
-    if not path.is_file():
-        raise DcvError(f"{path}: not found (the study's DBM mask; rerun stage extract-circuits)")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DcvError(f"{path}: not valid JSON ({e.msg})") from None
+    d = _read(path, "the study's DBM mask; rerun stage extract-circuits")
     v = _array(path, d, "values", 2, shape)
     if ((v < 0) | (v > 1)).any():
         raise DcvError(f"{path}: values: masks must lie in [0, 1]")
