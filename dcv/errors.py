@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class DcvError(Exception):
@@ -21,3 +23,28 @@ class Interrupted(KeyboardInterrupt):
     def exit_code(self) -> int:
         """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
         return 128 + self.signum
+
+
+_deferred = {"depth": 0, "signum": None}
+
+
+def interrupt(signum: int) -> None:
+    """Raise `Interrupted` now, or, inside `uninterruptible()`, when that section ends (the signal handler's body)."""
+    if _deferred["depth"]:
+        _deferred["signum"] = int(signum)
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def uninterruptible() -> Iterator[None]:
+    """A section a signal must not cut in half (a write to the MLflow store: an interrupted SQLite transaction left
+    the run RUNNING, its end refused): `interrupt` defers to the section's end and raises there."""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+        if _deferred["depth"] == 0 and _deferred["signum"] is not None:
+            signum, _deferred["signum"] = _deferred["signum"], None
+            raise Interrupted(signum)

@@ -21,7 +21,19 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from dcv.errors import DcvError
+from dcv.errors import DcvError, uninterruptible
+
+
+def _whole(write):
+    """A store write that a signal does not cut in half: the interruption is raised when the write is done."""
+    import functools
+
+    @functools.wraps(write)
+    def whole(*args, **kwargs):
+        with uninterruptible():
+            return write(*args, **kwargs)
+
+    return whole
 
 
 def store_root(root: Path) -> Path:
@@ -278,6 +290,7 @@ class StageRun:
     def run_id(self) -> str:
         return self._run.info.run_id
 
+    @_whole
     def log_step(self, step: int, metrics: dict) -> None:
         import mlflow
 
@@ -285,6 +298,7 @@ class StageRun:
         if flat:
             mlflow.log_metrics(flat, step=step)
 
+    @_whole
     def log_final(self, metrics: dict) -> None:
         """The same values as the stage's metrics JSON, as flat MLflow metrics."""
         import mlflow
@@ -293,12 +307,14 @@ class StageRun:
         for i in range(0, len(flat), 900):
             mlflow.log_metrics(dict(list(flat.items())[i : i + 900]))
 
+    @_whole
     def log_artifacts(self, path: Path, artifact_path: str | None = None) -> None:
         import mlflow
 
         path = Path(path)
         (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(str(path), artifact_path)
 
+    @_whole
     def log_table(self, columns: dict[str, list], name: str) -> None:
         """A table (column name -> values) as an MLflow table artifact `name` (a .json file name)."""
         import mlflow
@@ -306,6 +322,7 @@ class StageRun:
         if columns and any(columns.values()):
             mlflow.log_table(data=columns, artifact_file=name)
 
+    @_whole
     def log_dict(self, obj: dict, name: str) -> None:
         import mlflow
 
@@ -322,6 +339,7 @@ class StageRun:
 class ChildRun:
     """A run nested under a stage's run, written by id (the stage's own run stays the active one)."""
 
+    @_whole
     def __init__(self, parent: StageRun, name: str, params: dict[str, Any], tags: dict[str, str]):
         import mlflow
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -344,6 +362,7 @@ class ChildRun:
     def log_final(self, metrics: dict) -> None:
         self._log(flatten(metrics), 0)
 
+    @_whole
     def _log(self, flat: dict[str, float], step: int) -> None:
         import time
 
@@ -354,6 +373,7 @@ class ChildRun:
         for i in range(0, len(items), 900):
             self.client.log_batch(self.run_id, metrics=items[i : i + 900])
 
+    @_whole
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
         self.ended = True

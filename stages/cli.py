@@ -36,13 +36,14 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show the full trace
 
 def _on_signal(signum, frame) -> None:
     """SIGTERM (a job scheduler, `docker stop`) is handled as Ctrl-C: raised as `Interrupted` where the process is,
-    so temporaries are removed and the MLflow run is marked KILLED. Further signals are ignored while that
-    cleanup runs (a scheduler sends SIGKILL after its grace period anyway)."""
-    from dcv.errors import Interrupted
+    so temporaries are removed and the MLflow run is marked KILLED; inside a store write, when the write is done
+    (`dcv.errors.uninterruptible`). Further signals are ignored while that cleanup runs (a scheduler sends SIGKILL
+    after its grace period anyway)."""
+    from dcv.errors import interrupt
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)
-    raise Interrupted(signum)
+    interrupt(signum)
 
 
 def _call(fn: Callable[[], None]) -> None:

@@ -368,6 +368,37 @@ def test_stale_running_run_is_closed_and_a_live_one_refuses_a_second(long_base: 
     assert new.info.status == "FINISHED" and new.data.tags["dcv.closed_stale"] == stale.info.run_id
 
 
+def test_a_signal_during_a_store_write_is_raised_when_the_write_is_done(tmp_path: Path, monkeypatch):
+    """SIGTERM arriving inside an MLflow write (here: sent by the write itself) does not cut it in half: the metrics
+    are all written, then the stage is interrupted and its run marked KILLED (an interrupted SQLite write had left
+    a run RUNNING)."""
+    import mlflow
+
+    from dcv.errors import Interrupted, interrupt
+    from dcv.tracking import StageRun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    real = mlflow.log_metrics
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here, in the middle of the write
+        return real(*args, **kwargs)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: interrupt(signum))
+    try:
+        with pytest.raises(Interrupted):
+            with StageRun("base", "exp", tmp_path, {}, {"dcv.stage": "base"}) as run:
+                monkeypatch.setattr(mlflow, "log_metrics", signalled)
+                run.log_step(1, {"loss": 0.5, "acc": {"ioi": 1.0}})
+                raise AssertionError("the interruption comes at the end of the write, before the stage goes on")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    got = mlflow.tracking.MlflowClient(uri).get_run(run.run_id)
+    assert got.info.status == "KILLED" and got.data.metrics == {"loss": 0.5, "acc.ioi": 1.0}
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
