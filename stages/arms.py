@@ -212,15 +212,23 @@ def train_seed(ctx: StageContext, arm, seed: int, out: Path, inputs: dict, marke
     return {"wall_s": round(time.perf_counter() - t0, 2), "checkpoint_steps": saved, "last_logs": last_logs}
 
 
+def base_fields(base_dir: Path, main: bool) -> dict:
+    """What every checkpoint's marker says of its base. Only the main process hashes the base's weights when its
+    marker lacks them (a 3B model's 6 GB read once, not once per rank): the other ranks save nothing."""
+    from dcv.models import read_marker, weight_hashes
+
+    marker = read_marker(base_dir)
+    sha = marker.get("weights_sha256") or (weight_hashes(base_dir) if main else None)
+    return {"tokenizer": marker.get("tokenizer", "auto"), "base": marker, "base_weights_sha256": sha}
+
+
 def run(ctx: StageContext, arm, inputs: dict) -> dict:
-    from dcv.models import load_model, read_marker, resolve_device, weight_hashes
+    from dcv.models import load_model, resolve_device
 
     t0 = time.perf_counter()
     cfg, common = getattr(ctx.params, arm.name), ctx.params.common
     seed_everything(common.seeds[0], common.torch_threads)
-    base_marker = read_marker(ctx.layout.base_model)
-    marker_base = {"tokenizer": base_marker.get("tokenizer", "auto"), "base": base_marker,
-                   "base_weights_sha256": base_marker.get("weights_sha256") or weight_hashes(ctx.layout.base_model)}
+    marker_base = base_fields(ctx.layout.base_model, is_main_process())
     prepared = {}
     if arm.prepare is not None:
         base_model, tok = load_model(ctx.layout.base_model, str(resolve_device(common.device)), "auto")

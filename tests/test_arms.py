@@ -327,6 +327,24 @@ def test_accelerate_launch_path_on_cpu_with_one_process(armdir: Path, arm: str):
     assert runs[0].data.tags["launcher"] == "accelerate/1" and "launcher" not in runs[1].data.tags
 
 
+def test_only_the_main_process_hashes_a_base_whose_marker_lacks_its_hashes(tmp_path: Path, monkeypatch):
+    import dcv.models
+    from stages.arms import base_fields
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / dcv.models.MARKER).write_text(json.dumps({"kind": "hf", "tokenizer": "qwen"}))
+    main = base_fields(tmp_path, True)
+    assert main["base_weights_sha256"] == dcv.models.weight_hashes(tmp_path) and main["tokenizer"] == "qwen"
+
+    def refuse(_):
+        raise AssertionError("a non-main rank hashed the base")
+
+    monkeypatch.setattr(dcv.models, "weight_hashes", refuse)
+    assert base_fields(tmp_path, False)["base_weights_sha256"] is None
+    (tmp_path / dcv.models.MARKER).write_text(json.dumps({"weights_sha256": {"model.safetensors": "x"}}))
+    assert base_fields(tmp_path, False)["base_weights_sha256"] == {"model.safetensors": "x"}
+
+
 def test_launch_params_are_checked(armdir: Path):
     _params(armdir, {"common": {"launch": {"num_processes": 2}}})
     r = _invoke("stage", "sft")
