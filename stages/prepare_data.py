@@ -36,14 +36,19 @@ from stages.context import StageContext, stage, stage_params
 PARAMS = ["data"]
 
 
-def check_single_tokens(tok, probe_sets: dict, tokenizer_name: str) -> None:
-    """Every answer and distractor must be exactly one token of the tokenizer in use."""
+def check_single_tokens(tok, probe_sets: dict, p, where: str, split: str) -> None:
+    """Every answer and distractor must be exactly one token of the tokenizer in use (a toy-world probe set read
+    with another tokenizer fails here; `templates` keep only the pairs that pass)."""
     from dcv.probes import single_token_id
 
+    hint = "" if p.probes.source == "templates" else "; data.probes.source: templates builds pairs for this tokenizer"
     for cap, rows in probe_sets.items():
         for i, r in enumerate(rows, 1):
             for k in ("answer", "distractor"):
-                single_token_id(tok, r[k], f"capability {cap} (tokenizer {tokenizer_name}), pair {i} {k}")
+                try:
+                    single_token_id(tok, r[k], f"capability {cap}, {split} pair {i} {k}")
+                except DcvError as e:
+                    raise DcvError(f"{where}: data.tokenizer {p.tokenizer}: {e}{hint}") from None
 
 
 # Most of a prompt's tokens unknown to the tokenizer (a word-level vocabulary of the toy world on SciKnowEval text)
@@ -197,8 +202,8 @@ def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
     tok = tokenizer(p.tokenizer, words, where, resolve)
     sets, counts = probe_sets(world, tok, p, where)
     splits = {split: {c: [x.to_json() for x in s[split]] for c, s in sets.items()} for split in sp.ORDER}
-    for rows in splits.values():
-        check_single_tokens(tok, rows, p.tokenizer)
+    for split, rows in splits.items():
+        check_single_tokens(tok, rows, p, where, split)
     train, eval_ = target_rows(p.target, root, world, where, tok)
     if not train or not eval_:
         raise DcvError(f"{where}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")

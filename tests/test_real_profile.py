@@ -67,23 +67,84 @@ def target_pairs_written(project: Path) -> None:
                                                                                     "forgetting"))
 
 
-@pytest.mark.slow
-def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypatch):
-    if not (QWEN.is_dir() and SCIKNOWEVAL.is_dir()):
-        pytest.skip("../shared/data (Qwen tokenizer, SciKnowEval rows) not present")
-    project = tmp_path / "p"
+def study_project(project: Path, model: Path, monkeypatch, *sets: str) -> Path:
+    """A project at `project` with the study's profile applied, shrunk (SHRINK), the base `model`, then `sets`."""
     project.mkdir()
     for f in ("params.yaml",):
         shutil.copy(REPO / f, project / f)
     for d in ("profiles", "configs"):
         shutil.copytree(REPO / d, project / d)
-    tiny_qwen(tmp_path / "tiny-qwen")
     monkeypatch.chdir(project)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-    sets = [f"data.target.path={SCIKNOWEVAL}", f"data.tokenizer={QWEN}", f"base.hf.model={tmp_path / 'tiny-qwen'}"]
-    sets += [f"{k}={json.dumps(v)}" for k, v in SHRINK.items()]
-    r = CliRunner().invoke(app, ["profile", "apply", "study", *[x for s in sets for x in ("-S", s)]])
+    base = [f"data.target.path={SCIKNOWEVAL}", f"data.tokenizer={QWEN}", f"base.hf.model={model}"]
+    base += [f"{k}={json.dumps(v)}" for k, v in SHRINK.items()]
+    r = CliRunner().invoke(app, ["profile", "apply", "study", *[x for s in (*base, *sets) for x in ("-S", s)]])
     assert r.exit_code == 0, r.output
+    return project
+
+
+needs_shared = pytest.mark.skipif(not (QWEN.is_dir() and SCIKNOWEVAL.is_dir()),
+                                  reason="../shared/data (Qwen tokenizer, SciKnowEval rows) not present")
+
+
+@pytest.fixture(scope="module")
+def qwen_model(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny-qwen")
+    tiny_qwen(d)
+    return d
+
+
+def _bad_row(d: Path) -> tuple[list[str], list[str]]:
+    """Row 3 of one SciKnowEval file without its answer."""
+    chem = d / "chem"
+    shutil.copytree(SCIKNOWEVAL, chem, ignore=shutil.ignore_patterns("*.md"))
+    f = chem / "reaction_prediction.jsonl"
+    lines = f.read_text().splitlines()
+    row = json.loads(lines[2])
+    row.pop("answerKey", None), row.pop("answer", None)
+    f.write_text("\n".join([*lines[:2], json.dumps(row), *lines[3:]]) + "\n")
+    return ([f"data.target.path={chem}", "data.target.subsets=null"],
+            [f"{chem}/reaction_prediction.jsonl:3: row has no answer ('answerKey')"])
+
+
+def _no_chat_template(d: Path) -> tuple[list[str], list[str]]:
+    """The Qwen tokenizer without its chat template, with data.target.chat true (the profile's)."""
+    tok = d / "qwen-no-template"
+    shutil.copytree(QWEN, tok)
+    cfg = json.loads((tok / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (tok / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return [f"data.tokenizer={tok}"], ["params.yaml: data.target.chat: ", f"the tokenizer ({tok}) has none"]
+
+
+def _splits_a_probe_answer(d: Path) -> tuple[list[str], list[str]]:
+    """The toy world's probes (names the Qwen tokenizer splits) instead of the templates built for it."""
+    return (["data.probes.source=toy", "data.capabilities=[ioi]"],
+            [f"params.yaml: data.tokenizer {QWEN}: capability ioi, ", " answer: answer ' ", "must be exactly 1"])
+
+
+@needs_shared
+@pytest.mark.parametrize("case", [_bad_row, _no_chat_template, _splits_a_probe_answer],
+                         ids=["bad-sciknoweval-row", "no-chat-template", "tokenizer-splits-a-probe-answer"])
+def test_bad_real_input_is_one_line_naming_file_and_key_and_writes_nothing(tmp_path: Path, monkeypatch, qwen_model,
+                                                                           case):
+    sets, needles = case(tmp_path)
+    project = study_project(tmp_path / "p", qwen_model, monkeypatch, *sets)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    for command in (["check"], ["stage", "prepare-data"]):
+        r = CliRunner().invoke(app, command)
+        assert r.exit_code == 2, r.output
+        lines = [line for line in r.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+        assert all(n in lines[0] for n in needles), (needles, lines[0])
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # no outs, no MLflow store
+
+
+@needs_shared
+@pytest.mark.slow
+def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypatch):
+    tiny_qwen(tmp_path / "tiny-qwen")
+    project = study_project(tmp_path / "p", tmp_path / "tiny-qwen", monkeypatch)
     r = CliRunner().invoke(app, ["check"])
     assert r.exit_code == 0, r.output
     for s in ("prepare-data", "base", "sft", "rl", "protect", "rl_sft", "evaluate-forgetting", "extract-circuits", "score-dcv",
