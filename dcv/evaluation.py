@@ -6,7 +6,9 @@ as rows of `dcv.measurements`."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class MeasureConfig(BaseModel):
@@ -15,10 +17,18 @@ class MeasureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     max_new_tokens: int = Field(4, ge=1, le=4096, description="Greedy tokens generated per target eval prompt.")
-    batch_size: int = Field(128, ge=1, le=65536, description="Prompts per forward pass.")
+    batch_size: Union[int, Literal["auto"]] = Field(128, description="Prompts per forward pass; auto: the largest "
+                                                     "that fits the free memory of a CUDA device (dcv.memory), 128 elsewhere.")
     kl_samples: int = Field(4, ge=1, le=1024, description="Completions sampled from the base per target eval prompt for the sampled-sequence forward KL.")
     kl_max_new_tokens: int = Field(6, ge=1, le=4096, description="Longest sampled completion for the sampled-sequence KL (ends earlier at end-of-sequence).")
     kl_seed: int = Field(0, ge=0, description="Seed of the base's samples (the same samples score every model).")
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536):
+            return v
+        raise ValueError("must be 'auto' or an integer from 1 to 65536")
 
 
 class ModelEvaluator:
@@ -35,6 +45,9 @@ class ModelEvaluator:
 
         self.prompts = [r["prompt"] for r in target_eval]
         self.special = not rows_are_chat(target_eval)  # chat renderings hold their special tokens
+        if cfg.batch_size == "auto":  # chosen once, on the base, for every model
+            cfg = self.cfg = cfg.model_copy(update={"batch_size": fitted_batch_size(base_model, tok, self.prompts,
+                                                                                     cfg, self.special)})
         self.base_logprobs = answer_logprobs(base_model, tok, self.prompts, cfg.batch_size, self.special)
         self.samples = sample_completions(base_model, tok, self.prompts, cfg.kl_samples, cfg.kl_max_new_tokens,
                                           cfg.kl_seed, batch_size=cfg.batch_size, special=self.special)
@@ -64,6 +77,29 @@ class ModelEvaluator:
         return {"target_accuracy": target["accuracy"], "target_top_letter": max(letters.values()) if letters else None,
                 "capabilities": caps, "forward_kl": kl, "forward_kl_seq": kl_seq,
                 "param_distance": param_distance(self.base_params, model)}
+
+
+AUTO_FALLBACK = 128  # forgetting.eval.batch_size auto off CUDA
+
+
+def fitted_batch_size(model, tok, prompts: list[str], cfg: MeasureConfig, special: bool, memory=None) -> int:
+    """The largest batch of the longest target prompt that greedy decoding (cfg.max_new_tokens, the longest pass of
+    a measurement) and the answer log-probabilities run in within the free memory (dcv.memory)."""
+    import torch
+
+    from dcv.kl import answer_logprobs
+    from dcv.memory import fit_batch
+    from dcv.target_eval import greedy_completions
+
+    longest = max(prompts, key=lambda q: (len(tok(q, add_special_tokens=special)["input_ids"]), q))
+
+    def trial(b: int) -> None:
+        with torch.no_grad():
+            greedy_completions(model, tok, [longest] * b, cfg.max_new_tokens, b, special)
+            answer_logprobs(model, tok, [longest] * b, b, special)
+
+    device = next(model.parameters()).device
+    return fit_batch(trial, len(prompts), device, AUTO_FALLBACK, memory=memory, what="forgetting.eval.batch_size")
 
 
 def base_parameters(model) -> dict:

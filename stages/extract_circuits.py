@@ -66,11 +66,39 @@ def load_capabilities(probes_dir: Path, names: list[str] | None = None) -> dict[
     return {f.stem: load_probes(f) for f in files}
 
 
-def encode(tok, caps: dict[str, list[dict]], batch_size: int, where: dict[str, str]) -> dict:
-    """Pair batches per capability (errors name the probe file and line)."""
+AUTO_FALLBACK = 64  # circuits.batch_size auto off CUDA
+
+
+def encode(tok, caps: dict[str, list[dict]], batch_size: int | str, where: dict[str, str]) -> dict:
+    """Pair batches per capability (errors name the probe file and line); `auto` (checks before a model is loaded):
+    the size auto takes off CUDA."""
     from dcv.circuits.pairs import pair_batches
 
-    return {c: pair_batches(tok, rows, batch_size, where[c]) for c, rows in caps.items()}
+    size = AUTO_FALLBACK if batch_size == "auto" else batch_size
+    return {c: pair_batches(tok, rows, size, where[c]) for c, rows in caps.items()}
+
+
+def fitted_batch_size(model, tok, caps: dict[str, list[dict]], p, kw: dict, memory=None) -> int:
+    """circuits.batch_size auto: the largest batch of pairs whose heaviest pass fits the free memory (dcv.memory),
+    tried on the first model (the base) with the capability of the longest prompts: the method's effects and
+    faithfulness curve, and one step of the study's DBM mask when that capability gets one."""
+    from dcv.circuits.extract import extract, study_mask
+    from dcv.circuits.methods import bind
+    from dcv.memory import fit_batch
+
+    length = {c: max(len(tok(r["clean"])["input_ids"]) for r in rows) for c, rows in caps.items()}
+    cap = max(sorted(caps), key=length.__getitem__)
+    rows = sorted(caps[cap], key=lambda r: -len(tok(r["clean"])["input_ids"]))
+    dbm = bind("dbm", p, dbm_steps=1) if cap in p.study_capabilities else None
+
+    def trial(b: int) -> None:
+        batch = encode(tok, {cap: (rows * b)[:b]}, b, {cap: f"{PROBES}/{cap}.jsonl"})[cap]
+        x = extract(model, batch, **kw)
+        if dbm is not None:
+            study_mask(x.probed, dbm, p.heads_per_forward)
+
+    largest = max(len(r) for r in caps.values())
+    return fit_batch(trial, largest, model.device, AUTO_FALLBACK, memory=memory, what="circuits.batch_size")
 
 
 def write_circuit(out: Path, entry: ModelRef, cap: str, record: dict, root: Path) -> Path:
@@ -109,6 +137,9 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         for entry in models:
             t_model = time.perf_counter()
             model, tok = _load(ctx, entry.dir)
+            if p.batch_size == "auto":  # chosen once, on the base, for every model
+                p = p.model_copy(update={"batch_size": fitted_batch_size(model, tok, caps, p, kw)})
+                print(f"extract-circuits: circuits.batch_size auto: {p.batch_size} pairs", flush=True)
             batches = encode(tok, caps, p.batch_size, where)
             if entry.is_base and discovery is not None:
                 disc = discover(out, model, tok, entry, discovery, p, kw, ctx.root)
@@ -154,7 +185,7 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index,
                                            "discovery": DISCOVERY_MODEL if disc else None,
                                            "study_capabilities": sorted(study)})
-    metrics = {"method": p.method, "steps": method.steps, "n_models": len(models),
+    metrics = {"method": p.method, "steps": method.steps, "n_models": len(models), "batch_size": p.batch_size,
                "capabilities": per_cap,
                "study": {c: {**{k: v for k, v in st.items() if k != "seconds"}, "method": "dbm", "steps": study_method.steps,
                              "seconds_per_model": round(sum(st["seconds"]) / len(st["seconds"]), 3)}
@@ -306,10 +337,14 @@ def run_by_hand(ctx: StageContext, plan: ByHand, out_dir: Path) -> list[Path]:
     refs = {}
     if plan.base_dir is not None:
         base, btok = _load(ctx, plan.base_dir)
+        if p.batch_size == "auto":
+            p = p.model_copy(update={"batch_size": fitted_batch_size(base, btok, plan.caps, p, kw)})
         for cap, b in encode(btok, plan.caps, p.batch_size, plan.where).items():
             x = extract(base, b, **kw)
             refs[cap] = BaseReference(x.probed, x.curve.order)
     model, tok = _load(ctx, plan.entry.dir)
+    if p.batch_size == "auto":
+        p = p.model_copy(update={"batch_size": fitted_batch_size(model, tok, plan.caps, p, kw)})
     written = []
     for cap, b in encode(tok, plan.caps, p.batch_size, plan.where).items():
         t0 = time.perf_counter()

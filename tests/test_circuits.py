@@ -459,3 +459,39 @@ def test_by_hand_on_a_checkpoint_and_on_a_hugging_face_dir(proj: Path):
     assert (c["n_layers"], c["n_heads"]) == (3, 4) and c["cross_model"] is None and c["base_circuit"] == c["faithfulness"]
     r = _invoke("stage", "extract-circuits", "--capability", "ioi")
     assert r.exit_code == 2 and "go with --model" in r.output
+
+
+def test_auto_batch_trials_run_the_real_passes_and_take_the_largest_that_fits(project: Path):
+    """`batch_size: auto`'s trials (the heaviest pass of extract-circuits, with a DBM step on target, and of the
+    forgetting measurement) run on a real model; with memory to spare the largest batch is taken at once."""
+    from dcv.circuits.config import CircuitsConfig
+    from dcv.circuits.methods import bind
+    from dcv.evaluation import MeasureConfig
+    from dcv.evaluation import fitted_batch_size as eval_batch
+    from dcv.models import load_model
+    from dcv.probes import load_probes
+    from stages.extract_circuits import fitted_batch_size as circuit_batch
+
+    class Roomy:
+        def __init__(self):
+            self.trials = 0
+
+        def free(self):
+            return 1 << 40
+
+        def start(self):
+            self.trials += 1
+
+        def peak(self):
+            return 1
+
+    model, tok = load_model(project / "models/base")
+    caps = {f.stem: load_probes(f) for f in sorted((project / "data/prepared/probes").glob("*.jsonl"))}
+    p = CircuitsConfig(batch_size="auto", heads_per_forward=8, dbm_steps=3)
+    kw = {"method": bind("eap-ig", p), "sizes": 5, "heads_per_forward": 8}
+    mem = Roomy()
+    assert circuit_batch(model, tok, caps, p, kw, memory=mem) == max(len(r) for r in caps.values()) and mem.trials == 1
+    rows = [json.loads(line) for line in (project / "data/prepared/target/eval.jsonl").read_text().splitlines()]
+    mem = Roomy()
+    cfg = MeasureConfig(batch_size="auto", max_new_tokens=3)
+    assert eval_batch(model, tok, [r["prompt"] for r in rows], cfg, True, memory=mem) == len(rows) and mem.trials == 1

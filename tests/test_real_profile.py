@@ -35,8 +35,8 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "rl_sft.max_steps": 2, "rl_sft.save_every": 1, "rl_sft.save_steps": [1, 2], "rl_sft.per_device_train_batch_size": 4,
     "rl_sft.num_generations": 2, "rl_sft.gradient_accumulation_steps": 1, "rl_sft.generation_batch_size": 4,
     "rl_sft.max_completion_length": 4, "rl_sft.logging_steps": 1, "rl_sft.n_logged_completions": 2,
-    "circuits.batch_size": 4, "circuits.heads_per_forward": 8, "circuits.eap_ig_steps": 2, "circuits.validate": False,
-    "forgetting.eval": {"max_new_tokens": 4, "batch_size": 8, "kl_samples": 2, "kl_max_new_tokens": 4, "kl_seed": 0},
+    "circuits.batch_size": "auto", "circuits.heads_per_forward": 8,  # auto (the profile's): 64 off CUDA, at most the pairs "circuits.eap_ig_steps": 2, "circuits.validate": False,
+    "forgetting.eval": {"max_new_tokens": 4, "batch_size": "auto", "kl_samples": 2, "kl_max_new_tokens": 4, "kl_seed": 0},
     "forgetting.lm_eval.enabled": False, "dcv.n_bootstrap": 20, "dcv.n_permutations": 99,
 }
 
@@ -164,6 +164,7 @@ def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypat
     assert (project / "models/rl/seed-0/final/model.safetensors").is_file()
     idx = json.loads((project / "circuits/index.json").read_text())
     assert idx["method"] == "eap-ig" and "rl/seed-0/step-2" in idx["models"]
+    assert json.loads((project / "metrics/extract-circuits.json").read_text())["batch_size"] == 8  # 8 pairs
     assert (project / "circuits/base/ioi.json").is_file() and (project / "reports/report.md").is_file()
     # The study's DBM masks on the SciKnowEval rows' own pairs (target), every model, and its report section.
     assert idx["study_capabilities"] == ["target"]
