@@ -6,9 +6,11 @@ as rows of `dcv.measurements`."""
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from dcv.memory import batch_size_type
+
+PromptsPerBatch = batch_size_type(65_536)
 
 
 class MeasureConfig(BaseModel):
@@ -17,18 +19,12 @@ class MeasureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     max_new_tokens: int = Field(4, ge=1, le=4096, description="Greedy tokens generated per target eval prompt.")
-    batch_size: Union[int, Literal["auto"]] = Field(128, description="Prompts per forward pass; auto: the largest "
+    batch_size: PromptsPerBatch = Field(128, description="Prompts per forward pass; auto: the largest "
                                                      "that fits the free memory of a CUDA device (dcv.memory), 128 elsewhere.")
     kl_samples: int = Field(4, ge=1, le=1024, description="Completions sampled from the base per target eval prompt for the sampled-sequence forward KL.")
     kl_max_new_tokens: int = Field(6, ge=1, le=4096, description="Longest sampled completion for the sampled-sequence KL (ends earlier at end-of-sequence).")
     kl_seed: int = Field(0, ge=0, description="Seed of the base's samples (the same samples score every model).")
 
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _batch(cls, v):
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536):
-            return v
-        raise ValueError("must be 'auto' or an integer from 1 to 65536")
 
 
 class ModelEvaluator:

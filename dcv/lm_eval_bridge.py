@@ -12,11 +12,14 @@ before a run what a task still lacks offline (a data file, a package, NLTK data,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dcv.errors import DcvError
+from dcv.memory import batch_size_type
+
+RequestsPerBatch = batch_size_type(4_096)
 
 
 class LMEvalConfig(BaseModel):
@@ -28,19 +31,13 @@ class LMEvalConfig(BaseModel):
     include_path: str | None = Field(None, description="Directory of task YAML files (relative to the params file).")
     tasks: list[str] = Field(default_factory=list, description="Task names defined in include_path.")
     limit: int | None = Field(None, ge=1, description="At most this many documents per task (null: all).")
-    batch_size: Union[int, Literal["auto"]] = Field(8, description="Requests per forward pass; auto: the harness's "
+    batch_size: RequestsPerBatch = Field(8, description="Requests per forward pass; auto: the harness's "
                                                     "own search for the largest that fits (HFLM batch_size='auto').")
     models: Literal["final", "all"] = Field("final", description="final: the base and each arm's final checkpoint per seed; all: every checkpoint.")
     data_dir: str | None = Field(None, description="Directory of the tasks' local data files (relative to the params file; configs/lm_eval/README.md).")
     allow_code_execution: bool = Field(False, description="Let tasks run model-written code on this machine (HumanEval); off unless you accept that.")
     chat: bool = Field(False, description="Render every request with the tokenizer's chat template (an instruct model).")
 
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _batch(cls, v):
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096):
-            return v
-        raise ValueError("must be 'auto' or an integer from 1 to 4096")
     system: str | None = Field(None, description="System message of the chat requests (chat only).")
     max_gen_toks: int | None = Field(None, ge=1, le=65536, description="New tokens of generative tasks (IFEval, HumanEval); null: each task's own.")
 

@@ -9,13 +9,24 @@ holds its memory; the size chosen is in the stage's metrics.
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Union
+from typing import Annotated, Callable, Literal, Union
+
+from pydantic import BeforeValidator
 
 from dcv.errors import DcvError
 
 AUTO = "auto"
-Auto = Literal["auto"]
-BatchSize = Union[int, Auto]  # a params field: an explicit size, or chosen from the free memory
+
+
+def batch_size_type(largest: int):
+    """The type of a params field `batch_size`: an integer from 1 to `largest`, or `auto`."""
+
+    def check(v):
+        if v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= largest):
+            return v
+        raise ValueError(f"must be 'auto' or an integer from 1 to {largest}")
+
+    return Annotated[Union[int, Literal["auto"]], BeforeValidator(check)]
 
 
 def is_oom(e: BaseException) -> bool:

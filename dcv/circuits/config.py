@@ -6,6 +6,10 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dcv.memory import batch_size_type
+
+PairsPerBatch = batch_size_type(100_000)
+
 Method = Literal["exact", "eap", "eap-ig", "dbm"]  # the entries of dcv.circuits.methods.REGISTRY (a test keeps them equal)
 
 
@@ -35,7 +39,7 @@ class CircuitsConfig(BaseModel):
                                           "every model also gets the study's DBM head mask (dbm_* knobs), whatever "
                                           "`method` is: circuits/<model>/study/<capability>.json, read by score-dcv's "
                                           "study measures; [] = none.")
-    batch_size: Union[int, Literal["auto"]] = Field(64, description="Probe pairs per batch; auto: the largest that "
+    batch_size: PairsPerBatch = Field(64, description="Probe pairs per batch; auto: the largest that "
                                                     "fits the free memory of a CUDA device (dcv.memory), 64 elsewhere.")
     heads_per_forward: int = Field(32, ge=1, le=100_000, description="Interventions (patched heads, circuit sizes, "
                                    "eap-ig steps) stacked into one forward: rows = batch_size x this.")
@@ -51,12 +55,6 @@ class CircuitsConfig(BaseModel):
             raise ValueError("dbm_temperature_end must not exceed dbm_temperature_start (the temperature anneals down)")
         return self
 
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _batch(cls, v):
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000):
-            return v
-        raise ValueError("must be 'auto' or an integer from 1 to 100000")
 
     @field_validator("faithfulness_sizes", mode="before")
     @classmethod
