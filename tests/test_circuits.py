@@ -384,7 +384,7 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
     ({"method": "exakt"}, "params.yaml: circuits.method: Input should be 'exact', 'eap', 'eap-ig' or 'dbm'"),
     ({"faithfulness_sizes": 1}, "params.yaml: circuits.faithfulness_sizes: must be 'all' or an integer >= 2"),
     ({"validate": "yes"}, "params.yaml: circuits.validate: Input should be a valid boolean"),
-    ({"batch_size": 0}, "params.yaml: circuits.batch_size: Input should be greater than or equal to 1"),
+    ({"batch_size": 0}, "params.yaml: circuits.batch_size: must be 'auto' or an integer from 1 to 100000 (got 0)"),
     ({"study_capabilities": ["ioi", "chemistry"]},
      "params.yaml: circuits.study_capabilities: chemistry is no probe set of prepare-data (there are: "),
 ])

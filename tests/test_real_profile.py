@@ -35,7 +35,8 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "rl_sft.max_steps": 2, "rl_sft.save_every": 1, "rl_sft.save_steps": [1, 2], "rl_sft.per_device_train_batch_size": 4,
     "rl_sft.num_generations": 2, "rl_sft.gradient_accumulation_steps": 1, "rl_sft.generation_batch_size": 4,
     "rl_sft.max_completion_length": 4, "rl_sft.logging_steps": 1, "rl_sft.n_logged_completions": 2,
-    "circuits.batch_size": "auto", "circuits.heads_per_forward": 8,  # auto (the profile's): 64 off CUDA, at most the pairs "circuits.eap_ig_steps": 2, "circuits.validate": False,
+    "circuits.batch_size": "auto", "circuits.heads_per_forward": 8,  # auto (the profile's): 64 off CUDA, at most the pairs
+    "circuits.eap_ig_steps": 2, "circuits.validate": False,
     "forgetting.eval": {"max_new_tokens": 4, "batch_size": "auto", "kl_samples": 2, "kl_max_new_tokens": 4, "kl_seed": 0},
     "forgetting.lm_eval.enabled": False, "dcv.n_bootstrap": 20, "dcv.n_permutations": 99,
 }
