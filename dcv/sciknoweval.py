@@ -120,27 +120,35 @@ def load_split(path: Path, subsets: list[str] | None, n_eval: int, seed: int, ch
     return split_rows(per_file, n_eval, seed, str(path))
 
 
-def load_hub_split(subsets: list[str] | None, n_eval: int, seed: int, chat: bool = False, repo_id: str = HUB_ID,
-                   config: str = "Chemistry", level: str | None = "L3", revision: str | None = None,
-                   cache_dir: str | None = None) -> tuple[list[dict], list[dict]]:
-    """Rows of the hub dataset through `datasets` (config `config`, split `test`), kept to `level` and to the tasks
-    `subsets` (`details.task`; all of them when None), grouped by task. With HF_HUB_OFFLINE=1 (as this project runs)
-    only the local cache is read; a dataset that is not there is a DcvError saying how to fill the cache once on a
-    machine with network: `python -c "import datasets; datasets.load_dataset('hicai-zju/SciKnowEval', 'Chemistry',
-    split='test')"`. Not testable here beyond that error: no copy of the hub dataset is cached on this machine."""
-    try:
-        import datasets
+HUB_FILE = "data/Chemistry/sciknoweval_chemistry_test.jsonl"  # the hub's Chemistry rows, every level, one file
 
-        ds = datasets.load_dataset(repo_id, config, split="test", revision=revision, cache_dir=cache_dir)
-    except Exception as e:  # noqa: BLE001  (datasets raises several kinds for "not cached" / "no network")
-        raise DcvError(f"{repo_id} (config {config}): cannot load it from the local Hugging Face cache "
-                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); download it once with "
-                       f"network: python -c \"import datasets; datasets.load_dataset('{repo_id}', '{config}', "
-                       f"split='test')\", or use a local directory of JSONL files") from None
+
+def hub_file(repo_id: str = HUB_ID, filename: str = HUB_FILE, revision: str | None = None,
+             cache_dir: str | None = None) -> Path:
+    """The local copy of one file of the hub dataset (`huggingface_hub.hf_hub_download`). With HF_HUB_OFFLINE=1 (as
+    this project runs) only the local cache is read; a file that is not there is a DcvError saying how to fetch it
+    once on a machine with network (`hf download`)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision, cache_dir=cache_dir))
+    except Exception as e:  # noqa: BLE001  (not cached / no network / no such file: several exception types)
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise DcvError(f"{repo_id}/{filename} (revision {revision or 'main'}): not in the local Hugging Face cache "
+                       f"({type(e).__name__}: {first}); fetch it once with network: hf download {repo_id} "
+                       f"{filename} --repo-type dataset, or use a local directory of JSONL files") from None
+
+
+def load_hub_split(subsets: list[str] | None, n_eval: int, seed: int, chat: bool = False, repo_id: str = HUB_ID,
+                   filename: str = HUB_FILE, level: str | None = "L3", revision: str | None = None,
+                   cache_dir: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Rows of the hub dataset's file `filename` (`hub_file`), kept to `level` and to the tasks `subsets`
+    (`details.task`; all of them when None), grouped by task and split as `load_split` splits a directory."""
+    path = hub_file(repo_id, filename, revision, cache_dir)
     per_task: dict[str, list[dict]] = {}
-    for i, raw in enumerate(ds):
-        where = f"{repo_id}[{config}/test:{i}]"
-        details = raw.get("details") or {}
+    for i, raw in read_jsonl_lines(path):
+        where = f"{repo_id}/{filename}:{i}"
+        details = raw.get("details") if isinstance(raw, dict) and isinstance(raw.get("details"), dict) else {}
         if level is not None and details.get("level") != level:
             continue
         task = details.get("task")
@@ -149,6 +157,6 @@ def load_hub_split(subsets: list[str] | None, n_eval: int, seed: int, chat: bool
         per_task.setdefault(task, []).append(dict(to_row(raw, where, chat), subset=task))
     missing = [s for s in (subsets or []) if s not in per_task]
     if missing or not per_task:
-        raise DcvError(f"{repo_id} (config {config}, level {level}): no rows of task(s) {missing or subsets}; "
+        raise DcvError(f"{repo_id}/{filename} (level {level}): no rows of task(s) {missing or subsets}; "
                        f"tasks there: {sorted(per_task)}")
-    return split_rows(dict(sorted(per_task.items())), n_eval, seed, repo_id)
+    return split_rows(dict(sorted(per_task.items())), n_eval, seed, f"{repo_id}/{filename}")

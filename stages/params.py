@@ -75,21 +75,44 @@ class ProbeParams(_Section):
 
 
 class TargetParams(_Section):
-    source: Literal["toy", "sciknoweval"] = Field("toy", description="toy: the world's new fact table; sciknoweval: JSONL files at `path`.")
+    source: str = Field("toy", description="A registered target source (dcv.target_sources): toy (the world's new fact table) | sciknoweval (JSONL files in the directory `path`) | sciknoweval-hub (the hub dataset `path`, null: hicai-zju/SciKnowEval, from the local Hugging Face cache).")
     n_train: int = Field(5000, ge=1, le=10_000_000, description="Target train rows (toy; for sciknoweval, the rest after eval).")
     n_eval: int = Field(200, ge=1, le=10_000_000, description="Target eval rows.")
-    path: str | None = Field(None, description="Directory of SciKnowEval JSONL files (source: sciknoweval).")
-    subsets: list[str] | None = Field(None, description="SciKnowEval file stems to use; all files in `path` when null.")
+    path: str | None = Field(None, description="sciknoweval: directory of SciKnowEval JSONL files; sciknoweval-hub: the hub dataset id (null: hicai-zju/SciKnowEval); toy: null.")
+    revision: str | None = Field(None, description="sciknoweval-hub: the hub revision (branch, tag or commit; null: main); null for the other sources.")
+    subsets: list[str] | None = Field(None, description="SciKnowEval subsets to use (sciknoweval: file stems; sciknoweval-hub: details.task names); all when null.")
     chat: bool = Field(False, description="Prompts as one user turn rendered with the tokenizer's chat template (an instruct model); false: plain text.")
     system: str | None = Field(None, description="System message of the chat prompts (chat only; null: none, or the template's default).")
 
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from dcv.target_sources import SOURCES
+
+        if v not in SOURCES:
+            raise ValueError(f"unknown target source {v!r}; registered: {', '.join(SOURCES)}")
+        return v
+
     @model_validator(mode="after")
-    def _path_for_files(self):
-        if self.source == "sciknoweval" and not self.path:
-            raise ValueError("source sciknoweval needs `path`")
+    def _system_needs_chat(self):
         if self.system is not None and not self.chat:
             raise ValueError("system: a system message needs chat: true")
         return self
+
+    def spec(self, root: Path):
+        """The source's arguments (dcv.target_sources.TargetSpec), a local `path` resolved against `root`."""
+        from dcv.target_sources import SOURCES, TargetSpec
+
+        loc = self.path
+        if loc is not None and SOURCES[self.source].local and not Path(loc).is_absolute():
+            loc = str(root / loc)
+        return TargetSpec(self.n_train, self.n_eval, loc, self.subsets, self.chat, self.revision)
+
+
+def target_key(e: ValueError) -> tuple[str, str]:
+    """(params key, message) of a target source's argument error ("location: ..." -> data.target.path)."""
+    arg, _, msg = str(e).partition(": ")
+    return f"data.target.{'path' if arg == 'location' else arg}", msg
 
 
 class TargetPairsParams(_Section):
@@ -333,7 +356,9 @@ def toy_target_capacity(world) -> int:
 def _check_toy_target(path: Path, p) -> None:
     """More toy target rows than distinct questions would make make_rows search (200 x rows tries) before it fails."""
     t = p.data.target
-    if t.source == "toy":
+    from dcv.target_sources import SOURCES
+
+    if SOURCES[t.source].toy:
         cap = toy_target_capacity(p.data.world)
         if t.n_train + t.n_eval > cap:
             raise DcvError(f"{path}: data.target.n_train: n_train + n_eval = {t.n_train + t.n_eval}, but the toy world "
@@ -429,13 +454,13 @@ def _check_files(path: Path, p: Params) -> None:
     """Paths named in params must exist (relative paths are relative to the params file's directory)."""
     root = path.resolve().parent
     t = p.data.target
-    if t.source == "sciknoweval":
-        d = (root / t.path) if not Path(t.path).is_absolute() else Path(t.path)
-        if not d.is_dir():
-            raise DcvError(f"{path}: data.target.path: directory not found: {t.path}")
-        for s in t.subsets or []:
-            if not (d / f"{s}.jsonl").is_file():
-                raise DcvError(f"{path}: data.target.subsets: no file {s}.jsonl in {t.path}")
+    from dcv.target_sources import SOURCES
+
+    try:
+        SOURCES[t.source].check(t.spec(root))
+    except ValueError as e:
+        key, msg = target_key(e)
+        raise DcvError(f"{path}: {key}: {msg}") from None
     cf = p.common.launch.config_file
     if cf is not None and not (root / cf).is_file():
         raise DcvError(f"{path}: common.launch.config_file: file not found: {cf}")

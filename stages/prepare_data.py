@@ -31,6 +31,7 @@ from dcv import io
 from dcv import splits as sp
 from dcv.errors import DcvError
 from dcv.splits import TARGET, TARGET_SPLITS
+from dcv.target_sources import SOURCES as TARGET_SOURCES
 from stages.context import StageContext, stage, stage_params
 
 PARAMS = ["data"]
@@ -83,18 +84,14 @@ def target_rows(t, root: Path, world, where: str, tok=None) -> tuple[list[dict],
 
 
 def _source_rows(t, root: Path, world, where: str) -> tuple[list[dict], list[dict]]:
-    if t.source == "toy":
-        from dcv.toy.target import make_rows
+    """The rows of the registered target source `data.target.source` (dcv.target_sources)."""
+    from stages.params import target_key
 
-        try:
-            return make_rows(world, t.n_train, t.n_eval)
-        except ValueError as e:
-            raise DcvError(f"{where}: data.target.n_train: {e}") from None
-    from dcv.sciknoweval import load_split
-
-    path = Path(t.path) if Path(t.path).is_absolute() else root / t.path
     try:
-        return load_split(path, t.subsets, t.n_eval, seed=world.cfg.seed, chat=t.chat)
+        return TARGET_SOURCES[t.source].rows(t.spec(root), world, world.cfg.seed)
+    except ValueError as e:
+        key, msg = target_key(e)
+        raise DcvError(f"{where}: {key}: {msg}") from None
     except DcvError as e:
         if str(e).startswith("data.target"):  # a params key, not a file: say which params file
             raise DcvError(f"{where}: {e}") from None
@@ -179,7 +176,7 @@ def target_pairs(p, tok, eval_: list[dict], world, where: str) -> tuple[dict[str
     keys = {sp.SCORING: "data.target_pairs.n_pairs", sp.DISCOVERY: "data.target_pairs.n_discovery"}
     try:
         pairs, counts = build_target_pairs(tok, eval_, list(t.kinds), sizes, p.world.seed,
-                                           world if p.target.source == "toy" else None)
+                                           world if TARGET_SOURCES[p.target.source].toy else None)
     except TooFewPairs as e:
         raise DcvError(f"{where}: {keys[e.split]}: {e} (lower data.target_pairs.n_pairs / n_discovery, or raise "
                        f"data.target.n_eval)") from None
@@ -207,8 +204,7 @@ def prepare(p, root: Path, where: str, resolve=None) -> Prepared:
     train, eval_ = target_rows(p.target, root, world, where, tok)
     if not train or not eval_:
         raise DcvError(f"{where}: data.target: a split is empty (train {len(train)}, eval {len(eval_)})")
-    check_known_tokens(tok, train + eval_, p.tokenizer,
-                       "the toy target" if p.target.source == "toy" else str(p.target.path).rstrip("/"))
+    check_known_tokens(tok, train + eval_, p.tokenizer, TARGET_SOURCES[p.target.source].label(p.target.spec(root)))
     tpairs, tkept = target_pairs(p, tok, eval_, world, where)
     return Prepared(world, tok, splits, train, eval_, counts, tpairs, tkept)
 

@@ -49,6 +49,15 @@ def test_study_profile_applies_keeps_comments_and_validates(project: Path):
     load_params(project / "params.yaml")
 
 
+def test_study_profile_applies_with_the_hub_source(project: Path):
+    """The README's hub variant: source sciknoweval-hub with path null passes the params checks (the cached file is
+    read by prepare-data; tests/test_sciknoweval.py reads one)."""
+    r = _invoke("profile", "apply", "study", "-S", "data.target.source=sciknoweval-hub", "-S", "data.target.path=null")
+    assert r.exit_code == 0, r.output
+    t = yaml.safe_load((project / "params.yaml").read_text())["data"]["target"]
+    assert (t["source"], t["path"], t["revision"]) == ("sciknoweval-hub", None, None)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["profile", "apply", "nope"], "profiles/nope.yaml: no such profile (there are: study)"),
     (["profile", "apply", "study", "-S", "rl.los_type=grpo"], "-S rl.los_type=grpo: rl.los_type: not a key of params.yaml"),

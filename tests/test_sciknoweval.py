@@ -174,14 +174,94 @@ def test_rows_without_an_answer_rule_keep_the_toy_rule():
         row_correct({**row, "answer_rule": "nope"}, "B")
 
 
-def test_hub_loading_offline_without_a_cached_copy_is_a_clear_error(tmp_path: Path):
-    """Only this error path can be tested here: no copy of the hub dataset is cached on this machine."""
-    import datasets
+def fake_hub_cache(cache: Path, files: dict[str, list[dict]]) -> Path:
+    """A Hugging Face hub cache holding `hicai-zju/SciKnowEval` at revision main with one file: the rows of `files`
+    (a shared file name -> its rows) as the hub's Chemistry file (every level in one JSONL), as `hf download` leaves
+    it (refs/main -> snapshots/<commit>/<path>)."""
+    from dcv.sciknoweval import HUB_FILE
+
+    repo, commit = cache / "datasets--hicai-zju--SciKnowEval", "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    f = repo / "snapshots" / commit / HUB_FILE
+    f.parent.mkdir(parents=True)
+    f.write_text("".join(json.dumps(r) + "\n" for rows in files.values() for r in rows))
+    return cache
+
+
+def _shared_rows(name: str) -> list[dict]:
+    return [json.loads(l) for l in (SHARED / f"{name}.jsonl").read_text().splitlines() if l.strip()]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/sciknoweval-chem-l3 not present")
+def test_hub_file_gives_the_local_directory_rows_level_and_task_kept(tmp_path: Path):
+    """The hub's one Chemistry file, L3 rows kept and grouped by details.task: the same split as the directory of the
+    same rows (retrosynthesis: file stem = task name); rows of another level are left out."""
+    from dcv.sciknoweval import load_hub_split
+
+    retro, weight = _shared_rows("retrosynthesis")[:40], _shared_rows("molar_weight_calculation")[:30]
+    l2 = [dict(r, details={**r["details"], "level": "L2"}) for r in retro[:10]]
+    cache = fake_hub_cache(tmp_path / "hub", {"a": retro, "b": l2, "c": weight})
+    train, eval_ = load_hub_split(["retrosynthesis"], 8, seed=3, cache_dir=str(cache))
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "retrosynthesis.jsonl").write_text("".join(json.dumps(r) + "\n" for r in retro))
+    assert (train, eval_) == load_split(d, None, 8, seed=3)
+    train, eval_ = load_hub_split(None, 7, seed=3, cache_dir=str(cache))
+    assert len(train) + len(eval_) == 70 and {r["subset"] for r in eval_} == {"retrosynthesis", "molar_weight_calculation"}
+    with pytest.raises(DcvError, match=r"no rows of task\(s\) \['retrosynthesis_x'\]; tasks there: "):
+        load_hub_split(["retrosynthesis_x"], 7, seed=3, cache_dir=str(cache))
+
+
+def test_hub_file_not_cached_is_a_clear_error(tmp_path: Path):
+    """Offline (HF_HUB_OFFLINE=1) with an empty cache: one message saying how to fetch the file once."""
+    from huggingface_hub import constants
 
     from dcv.sciknoweval import load_hub_split
 
-    if not datasets.config.HF_HUB_OFFLINE:
+    if not constants.HF_HUB_OFFLINE:
         pytest.skip("needs HF_HUB_OFFLINE=1 (set by conftest unless the environment says otherwise)")
-    with pytest.raises(DcvError, match=r"hicai-zju/SciKnowEval \(config Chemistry\): cannot load it from the local "
-                                       r"Hugging Face cache .* download it once"):
+    with pytest.raises(DcvError, match=r"hicai-zju/SciKnowEval/data/Chemistry/sciknoweval_chemistry_test.jsonl "
+                                       r"\(revision main\): not in the local Hugging Face cache .* fetch it once with "
+                                       r"network: hf download hicai-zju/SciKnowEval "):
         load_hub_split(None, 10, seed=0, cache_dir=str(tmp_path))
+
+
+QWEN = SHARED.parent / "qwen-tokenizer"
+
+
+@pytest.mark.skipif(not (SHARED.is_dir() and QWEN.is_dir()), reason="../shared data not present")
+def test_prepare_data_reads_the_hub_source_from_the_cache(workdir: Path, tmp_path: Path, monkeypatch):
+    """`data.target.source: sciknoweval-hub` through the stage: the target rows of the cached hub file, the same as
+    source sciknoweval on a directory of the same rows; bad keys of the source are one line naming the key."""
+    from huggingface_hub import constants
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+    from tests.conftest import write_params
+
+    retro = _shared_rows("retrosynthesis")[:40]
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(fake_hub_cache(tmp_path / "hub", {"r": retro})))
+    data = {"tokenizer": str(QWEN), "capabilities": ["ioi"], "probes": {"source": "templates"},
+            "target_pairs": {"kinds": ["key_swap"], "n_pairs": 2, "n_discovery": 2}}
+    target = {"source": "sciknoweval-hub", "n_eval": 8, "chat": True}
+    write_params(workdir / "params.yaml", {"data": {**data, "target": target}})
+    r = CliRunner().invoke(app, ["stage", "prepare-data"])
+    assert r.exit_code == 0, r.output
+    hub = {s: (workdir / f"data/prepared/target/{s}.jsonl").read_bytes() for s in ("train", "eval")}
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "retrosynthesis.jsonl").write_text("".join(json.dumps(r) + "\n" for r in retro))
+    write_params(workdir / "params.yaml", {"data": {**data, "target": {**target, "source": "sciknoweval", "path": str(d)}}})
+    r = CliRunner().invoke(app, ["stage", "prepare-data"])
+    assert r.exit_code == 0, r.output
+    assert hub == {s: (workdir / f"data/prepared/target/{s}.jsonl").read_bytes() for s in ("train", "eval")}
+    for edit, needle in [({"path": str(d)}, "params.yaml: data.target.path: "),
+                         ({"source": "sciknoweval", "path": str(d), "revision": "v1"}, "params.yaml: data.target.revision: "),
+                         ({"source": "sciknoweval-hug"}, "params.yaml: data.target.source: unknown target source"),
+                         ({"subsets": ["no_such_task"]}, "no rows of task(s) ['no_such_task']")]:
+        write_params(workdir / "params.yaml", {"data": {**data, "target": {**target, **edit}}})
+        r = CliRunner().invoke(app, ["check"])
+        if "no_such_task" in needle:  # a task name is known only once the file is read: the stage says it
+            r = CliRunner().invoke(app, ["stage", "prepare-data"])
+        assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, (edit, r.output)
