@@ -120,7 +120,8 @@ def _load(ctx: StageContext, directory: Path):
 
 def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         discovery: dict[str, list[dict]] | None = None) -> dict:
-    from dcv.circuits.extract import BaseReference, extract, k_at, rounded, study_mask, validate_methods
+    from dcv.circuits.extract import (BaseReference, extract, k_at, rounded, study_mask, validate_methods,
+                                      validate_on_sample)
     from dcv.circuits.methods import bind, reference
 
     t0 = time.perf_counter()
@@ -167,7 +168,9 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
                                     "cpr": x.record["faithfulness"]["cpr"], "seconds": round(time.perf_counter() - t_cap, 3)}
                     if cap in disc:
                         per_cap[cap]["k80_discovery"] = k_at(disc[cap], TARGET)[0]
-                    if p.validate_methods:
+                    if p.validate_methods and p.validate_heads is not None:
+                        per_cap[cap].update(validate_on_sample(x.probed, p.validate_heads, k80 or 1, p))
+                    elif p.validate_methods:
                         ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
                         per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
                 else:

@@ -251,6 +251,39 @@ def test_methods_are_registry_entries_bound_once_from_the_config():
     assert v["rho_flipped_vs_exact"] == pytest.approx(-1.0, abs=1e-3) and {"rho_eap_vs_exact", "seconds_eap_ig"} <= set(v)
 
 
+def test_exact_on_sampled_heads_is_exact_there_and_validates_on_them():
+    """`circuits.validate_heads`: exact patching of a seeded sample of heads equals exact's effects at those heads;
+    with every head sampled the comparison is validate_methods' own; a method that flips exact has rho -1 on any
+    sample."""
+    from dcv.circuits import pair_batches
+    from dcv.circuits.config import CircuitsConfig
+    from dcv.circuits.effects import exact, exact_heads, sampled_heads
+    from dcv.circuits.extract import extract, validate_methods, validate_on_sample
+    from dcv.circuits.methods import REGISTRY, Method, bind
+
+    cfg = CircuitsConfig.model_validate({"eap_ig_steps": 3, "heads_per_forward": 5, "validate_heads": 5})
+    model, rows = _one_head_model(1, 2), _rows()
+    x = extract(model, pair_batches(_tok(), rows, batch_size=4), bind("exact", cfg), heads_per_forward=5)
+    L, H = x.probed.shape
+    heads = sampled_heads((L, H), 5)
+    assert heads == sampled_heads((L, H), 5) and len(set(heads)) == 5 and heads == sorted(heads)
+    assert heads != sampled_heads((L, H), 5, seed=1) and sampled_heads((L, H), 10_000) == [(l, h) for l in range(L) for h in range(H)]
+    full = exact(x.probed, 5)
+    assert torch.allclose(exact_heads(x.probed, heads, 3), full[:, [l for l, _ in heads], [h for _, h in heads]], atol=1e-6)
+    every = validate_on_sample(x.probed, L * H, 3, cfg)
+    assert every["validate_heads"] == L * H
+    assert {k: v for k, v in every.items() if not k.startswith("seconds") and k != "validate_heads"} == \
+        {k: v for k, v in validate_methods(x.probed, x.effects, 3, cfg).items() if not k.startswith("seconds")}
+    flipped = Method("flipped", lambda p, heads_per_forward: -exact(p, heads_per_forward),
+                     {"heads_per_forward": "heads_per_forward"}, validate=True)
+    x = extract(_model(), pair_batches(_tok(), rows, batch_size=4), bind("exact", cfg), heads_per_forward=5)
+    with pytest.MonkeyPatch.context() as mp:  # a random model: every head has an effect
+        mp.setitem(REGISTRY, "flipped", flipped)
+        v = validate_on_sample(x.probed, 5, 3, cfg)
+    assert v["validate_heads"] == 5 and v["topk_k"] == max(1, round(3 * 5 / (L * H)))
+    assert v["rho_flipped_vs_exact"] == pytest.approx(-1.0, abs=1e-3) and v["magnitude_ratio_flipped"] == pytest.approx(1.0)
+
+
 def test_rank_and_curve_helpers():
     from dcv.circuits.faithfulness import area, circuit_sizes, smallest_k
     from dcv.circuits.rank import magnitude_ratio, spearman, topk_overlap

@@ -47,6 +47,9 @@ class CircuitsConfig(BaseModel):
                                                            "all (0..every head) or a count of evenly spaced sizes.")
     validate_methods: bool = Field(True, alias="validate", description="On the base, also run eap and eap-ig and "
                                    "compare them with exact (rank correlation, top-k overlap, magnitude ratio).")
+    validate_heads: int | None = Field(None, ge=1, le=10_000_000, description="With validate: exact patching of this "
+                                       "many heads sampled with a seeded permutation (seed 0) as the check, the "
+                                       "methods compared on those heads; null: every head (one patched forward each).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
 
     @model_validator(mode="after")

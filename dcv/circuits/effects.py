@@ -79,6 +79,26 @@ def exact(p: ProbedModel, heads_per_forward: int) -> torch.Tensor:
     return p.gather(per_batch)
 
 
+def sampled_heads(shape: tuple[int, int], n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """`n` heads (layer, head) drawn without replacement by a seeded permutation, in (layer, head) order; every head
+    when n >= layer x head."""
+    L, H = shape
+    idx = sorted(torch.randperm(L * H, generator=torch.Generator().manual_seed(seed))[:n].tolist())
+    return [(i // H, i % H) for i in idx]
+
+
+def exact_heads(p: ProbedModel, heads: list[tuple[int, int]], heads_per_forward: int) -> torch.Tensor:
+    """`exact` on the listed heads only: per-pair effects [pair, len(heads)] (one patched forward per head, so
+    len(heads) / (layer x head) of exact's cost)."""
+    L, H = p.shape
+    choice = one_hot_heads(p.shape)[[l * H + h for l, h in heads]]
+    per_batch = []
+    for run in p.runs:
+        m = patched_metric(p.model, p.sites, run.batch, [run.corrupt_z], choice, heads_per_forward)  # [n, batch]
+        per_batch.append((m - run.m_clean[None]).T)
+    return p.gather(per_batch)
+
+
 def _ig_pass(p_model, sites: HeadSites, b: PairBatch, alphas: torch.Tensor, chunk: int):
     """Forwards and backwards with grad at inputs e(p~) + alpha (e(p) - e(p~)), `chunk` alphas stacked per forward
     (`torch.lerp`, so alpha 1 is exactly the clean input).

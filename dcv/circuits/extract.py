@@ -114,15 +114,38 @@ def validate_methods(probed: ProbedModel, reference: HeadEffects, k: int, config
     on the same pairs: Spearman rho of the signed mean effects over all heads, overlap of the top-k heads by |e|
     (k: the circuit size, e.g. k80), sum |e| / sum |e_ref|, and seconds given the cached clean and corrupted runs
     (bench/circuits.py times each method from scratch). Keys: `<stat>_<method>` (`-` as `_`), `rho_<method>_vs_<ref>`."""
+    return _compare(probed, reference.scores.flatten(), reference.method, k, config, None)
+
+
+def validate_on_sample(probed: ProbedModel, n: int, k: int, config: CircuitsConfig, seed: int = 0) -> dict:
+    """`validate_methods` against exact patching of `n` sampled heads only (`sampled_heads`, `seed`): rho, the
+    magnitude ratio and the top-k overlap (k scaled to the sample: round(k x n / heads), at least 1) over those heads.
+    Keys as validate_methods', plus `validate_heads` (n) and `seconds_exact_sample`."""
+    from dcv.circuits.effects import exact_heads, sampled_heads
+
+    L, H = probed.shape
+    heads = sampled_heads((L, H), n, seed)
+    t0 = time.perf_counter()
+    ref = exact_heads(probed, heads, config.heads_per_forward).mean(0)
+    out = {"validate_heads": len(heads), "seconds_exact_sample": round(time.perf_counter() - t0, 3)}
+    ks = max(1, round(k * len(heads) / (L * H)))
+    return {**out, **_compare(probed, ref, "exact", ks, config, [l * H + h for l, h in heads])}
+
+
+def _compare(probed: ProbedModel, ref: torch.Tensor, ref_name: str, k: int, config: CircuitsConfig | None,
+             idx: list[int] | None) -> dict:
+    """The validated methods' scores (on the heads `idx` of the flattened layer x head grid; None: all) against
+    `ref`, the reference's scores on the same heads."""
     out: dict = {"topk_k": k}
     for m in validated():
         t0 = time.perf_counter()
-        est = m.bind(config)(probed.model, [], probed=probed)
+        est = m.bind(config)(probed.model, [], probed=probed).scores.flatten()
+        est = est if idx is None else est[idx]
         key = m.name.replace("-", "_")
         out[f"seconds_{key}"] = round(time.perf_counter() - t0, 3)
-        out[f"rho_{key}_vs_{reference.method.replace('-', '_')}"] = rounded(spearman(est.scores, reference.scores))
-        out[f"topk_overlap_{key}"] = rounded(topk_overlap(est.scores, reference.scores, k))
-        out[f"magnitude_ratio_{key}"] = rounded(magnitude_ratio(est.scores, reference.scores))
+        out[f"rho_{key}_vs_{ref_name.replace('-', '_')}"] = rounded(spearman(est, ref))
+        out[f"topk_overlap_{key}"] = rounded(topk_overlap(est, ref, k))
+        out[f"magnitude_ratio_{key}"] = rounded(magnitude_ratio(est, ref))
     return out
 
 
