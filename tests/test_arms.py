@@ -523,3 +523,31 @@ def test_vllm_generation_is_refused_on_cpu_before_the_model_loads(armdir: Path):
     r = _invoke("stage", "rl")
     assert r.exit_code == 2 and "params.yaml: rl.use_vllm: vLLM generates on CUDA only" in r.output, r.output
     assert not (armdir / "models/rl").exists() and not (armdir / "metrics").exists()
+
+
+@pytest.mark.parametrize("zero_stage, dist, refused", [(3, "DEEPSPEED", True), (2, "DEEPSPEED", False),
+                                                       (None, "FSDP", True), (None, "MULTI_GPU", False)])
+def test_lora_with_sharded_parameters_is_refused_on_every_rank_before_the_first_step(zero_stage, dist, refused):
+    """A launch by hand (not through common.launch, which the params check reads) with LoRA and ZeRO-3 or FSDP: the
+    checkpoint callback refuses at on_train_begin on any rank, not at the first save on the main process."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from dcv.arms.train import LORA_SHARDED, CheckpointCallback
+    from dcv.errors import DcvError
+
+    plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
+    acc = SimpleNamespace(num_processes=2, state=SimpleNamespace(deepspeed_plugin=plugin),
+                          distributed_type=SimpleNamespace(name=dist))
+    lora = SimpleNamespace(merge_and_unload=lambda: None)
+    state = TrainerState()
+    state.is_world_process_zero = False  # a rank other than the main one
+    for model, expect in ((lora, refused), (torch.nn.Linear(1, 1), False)):
+        cb = CheckpointCallback([1], on_checkpoint=lambda *a: None)
+        cb.trainer = SimpleNamespace(accelerator=acc, model=model)
+        if expect:
+            with pytest.raises(DcvError, match=LORA_SHARDED.replace("(", r"\(").replace(")", r"\)")):
+                cb.on_train_begin(None, state, TrainerControl())
+        else:
+            cb.on_train_begin(None, state, TrainerControl())

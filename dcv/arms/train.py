@@ -19,8 +19,10 @@ import torch
 from transformers import TrainerCallback
 
 from dcv.arms.config import ArmConfig
+from dcv.errors import DcvError
 
 LogFn = Callable[[int, dict], None]
+LORA_SHARDED = "finetune: lora with sharded parameters (ZeRO-3/FSDP) is not supported: use ddp or zero2"
 
 # TRL 1.16 calls a transformers 5 property that warns on every training start; nothing for a user to act on.
 warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -63,12 +65,11 @@ def peft_config(cfg: ArmConfig):
 def save_checkpoint(model, tok, directory: Path, marker: dict, state_dict: dict | None = None) -> None:
     """Save a full model directory; a LoRA model is saved with its adapter merged into a copy of the weights.
     `state_dict`: the gathered full weights when the model's own are sharded (ZeRO-3, FSDP)."""
-    from dcv.errors import DcvError
     from dcv.models import save_model
 
     if hasattr(model, "merge_and_unload"):  # peft.PeftModel
         if state_dict is not None:
-            raise DcvError("finetune: lora with sharded parameters (ZeRO-3/FSDP) is not supported: use ddp or zero2")
+            raise DcvError(LORA_SHARDED)
         model = copy.deepcopy(model).merge_and_unload()
     # Trainers switch the KV cache off for training; the saved config keeps the base's inference setting.
     cfg = model.config
@@ -111,6 +112,10 @@ class CheckpointCallback(TrainerCallback):
             trainer.remove_callback(cb)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # Every rank refuses before the first step (a refusal at the first save, on the main process only, left the
+        # other ranks waiting in a collective): a launch by hand can bypass the params check of common.launch.
+        if self._sharded() and self.trainer is not None and hasattr(self.trainer.model, "merge_and_unload"):
+            raise DcvError(LORA_SHARDED)
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
