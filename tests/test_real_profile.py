@@ -22,8 +22,9 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "common.seeds": [0], "common.device": "cpu", "common.torch_threads": 1, "common.experiment": "dcv-test",
     "data.capabilities": ["ioi", "mcqa"],  # all six are built and checked by tests/test_templates.py
     "data.n_validation": 12, "data.probes.n_pairs": 8, "data.probes.n_protection": 8, "data.probes.n_discovery": 8,
-    "data.probes.n_forgetting": 8, "data.target.subsets": ["molecular_property_calculation"], "data.target.n_eval": 8,
-    "data.target_pairs.n_pairs": 3, "data.target_pairs.n_discovery": 3,  # key_swap (the profile's kind) of 8 eval rows
+    "data.probes.n_forgetting": 8, "data.target.subsets": ["molecular_property_calculation", "balancing_chemical_equation"],
+    "data.target.n_eval": 16,  # 8 MCQ rows (their key_swap pairs) and 8 filling rows (the equation reward)
+    "data.target_pairs.n_pairs": 3, "data.target_pairs.n_discovery": 3,  # key_swap (the profile's kind) of 8 MCQ rows
     "sft.max_steps": 2, "sft.save_every": 1, "sft.save_steps": [1, 2], "sft.per_device_train_batch_size": 2,
     "sft.gradient_accumulation_steps": 1, "sft.max_length": 400, "sft.logging_steps": 1,
     "protect.max_steps": 2, "protect.save_every": 1, "protect.save_steps": [1, 2], "protect.per_device_train_batch_size": 2,
@@ -36,7 +37,7 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "rl_sft.num_generations": 2, "rl_sft.gradient_accumulation_steps": 1, "rl_sft.generation_batch_size": 4,
     "rl_sft.max_completion_length": 4, "rl_sft.logging_steps": 1, "rl_sft.n_logged_completions": 2,
     "circuits.batch_size": "auto", "circuits.heads_per_forward": 8,  # auto (the profile's): 64 off CUDA, at most the pairs
-    "circuits.eap_ig_steps": 2, "circuits.validate": False,
+    "circuits.eap_ig_steps": 2, "circuits.validate": True, "circuits.validate_heads": 4,  # exact on 4 of 8 heads
     "forgetting.eval": {"max_new_tokens": 4, "batch_size": "auto", "kl_samples": 2, "kl_max_new_tokens": 4, "kl_seed": 0},
     "forgetting.lm_eval.enabled": False, "dcv.n_bootstrap": 20, "dcv.n_permutations": 99,
 }
@@ -157,15 +158,22 @@ def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypat
 
     row = json.loads((project / "data/prepared/target/train.jsonl").read_text().splitlines()[0])
     assert row["prompt"].startswith("<|im_start|>user\n") and row["message"] in row["prompt"]
-    assert row["answer_rule"] == "letter"
+    rules = {json.loads(l)["answer_rule"] for s in ("train", "eval")
+             for l in (project / f"data/prepared/target/{s}.jsonl").read_text().splitlines()}
+    assert rules == {"letter", "equation"}
     m = json.loads((project / "metrics/prepare-data.json").read_text())
     assert m["probe_source"] == "templates" and set(m["kept"]) == {"ioi", "mcqa"}
     rl = json.loads((project / "metrics/rl.json").read_text())
     assert rl["config"]["loss_type"] == "dr_grpo" and rl["config"]["beta"] == 0.0
+    for arm in ("rl", "rl_sft"):  # the reward was computed on every group: a mean in [0, 1] at the last step
+        logs = json.loads((project / f"metrics/{arm}.json").read_text())["seeds"]["0"]["last_logs"]
+        assert 0.0 <= logs["reward"] <= 1.0, logs
     assert (project / "models/rl/seed-0/final/model.safetensors").is_file()
     idx = json.loads((project / "circuits/index.json").read_text())
     assert idx["method"] == "eap-ig" and "rl/seed-0/step-2" in idx["models"]
-    assert json.loads((project / "metrics/extract-circuits.json").read_text())["batch_size"] == 8  # 8 pairs
+    ec = json.loads((project / "metrics/extract-circuits.json").read_text())
+    assert ec["batch_size"] == 8  # 8 pairs
+    assert ec["capabilities"]["ioi"]["validate_heads"] == 4 and "rho_eap_ig_vs_exact" in ec["capabilities"]["ioi"]
     assert (project / "circuits/base/ioi.json").is_file() and (project / "reports/report.md").is_file()
     # The study's DBM masks on the SciKnowEval rows' own pairs (target), every model, and its report section.
     assert idx["study_capabilities"] == ["target"]
