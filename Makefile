@@ -1,4 +1,4 @@
-# Fresh machine:  make run   (install, check params, then the toy-world pipeline)   |   make test   (install, then the tests)
+# Fresh machine:  make run   (install, check params, then the toy-world pipeline)   |   make test   (install with the eval extra, then the tests)
 # GPU users: make run TORCH_INDEX=https://download.pytorch.org/whl/cu126   (any CUDA build of torch 2.13.0)
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,6 +17,11 @@ $(BIN)/dcv: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(BIN)/dcv
 
+# make test also installs the eval extra (lm-evaluation-harness), so that its offline tasks are tested too.
+$(VENV)/.eval-installed: $(BIN)/dcv
+	$(BIN)/pip install -q -e ".[test,eval]"
+	touch $@
+
 install: $(BIN)/dcv
 
 # `dcv check` first: DVC removes a stage's outs before the stage can refuse its params.
@@ -24,10 +29,10 @@ run: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dcv check
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 
-test: install
+test: install $(VENV)/.eval-installed
 	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
-test-fast: install
+test-fast: install $(VENV)/.eval-installed
 	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 mlflow-ui: install
