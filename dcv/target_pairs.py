@@ -16,9 +16,16 @@ cannot give one:
   the row's options; the options stay, so the gold letter changes. It needs the toy world (`World.known`,
   `World.food_of`): a SciKnowEval target has none, and asking for it is an error.
 
-Not built: a molecule swap or a task-type swap for SciKnowEval rows (a counterfactual molecule needs chemistry to
-know its right option; a task-type swap changes the question's length and its option set), so a SciKnowEval target
-has `key_swap` only, which measures how the model reads the options and emits the letter, not the chemistry.
+- `molecule_swap` (SciKnowEval MCQ rows): the question's molecule (`molecule_span`: the double-quoted SMILES, the
+  quoted IUPAC name, or the reactants line of a reaction) replaced by the molecule of another eval row of the same
+  task whose prompt then has the same token length (a seeded order of the candidates, the first that fits); the
+  options stay. Nobody knows which option is right for the new molecule, so this is a noising counterfactual: the
+  answer is the clean gold letter and the distractor another option's letter (seeded). It asks which heads carry the
+  molecule to the answer, the chemistry the model reads, where key_swap asks how it reads the options. Dropped:
+  `no_molecule` (no span found), `no_swap_molecule` (no other row's molecule of equal token length).
+
+Not built: a task-type swap (SciKnowEval's MCQ subsets share one instruction, and another task's question changes
+the prompt's length and its option set).
 
 The answer token. Toy rows and plain-text rows end with "answer :" / "Answer:", and the letter comes with its
 leading space, " B", as in the other probe sets. A chat row's prompt ends with the chat template's generation prompt
@@ -30,7 +37,8 @@ checks, per pair, that this exact text is one token that follows the prompt's ow
 
 Pairs are kept when answer and distractor are single tokens that differ, clean and corrupted prompts have equal
 token length, and the answer is the token after the prompt (`dcv.templates.build.filter_pairs`, whose reasons
-count the drops after the builders' own: `not_mcq`, `not_rebuilt`, `no_swap_entity`). Kinds are assigned round robin
+count the drops after the builders' own: `not_mcq`, `not_rebuilt`, `no_swap_entity`, `no_molecule`,
+`no_swap_molecule`). Kinds are assigned round robin
 over the eval rows in a seeded order (`seed`: the world seed); the kept pairs, in that order, give the scoring
 split first and the discovery split next, so the two never share a row.
 """
@@ -46,7 +54,7 @@ from dcv.answers import LETTERS
 from dcv.probe_pair import ProbePair
 
 # Why a builder gives no pair for a row (before the token filter's reasons, `dcv.templates.build.REASONS`).
-BUILD_REASONS = ("not_mcq", "not_rebuilt", "no_swap_entity")
+BUILD_REASONS = ("not_mcq", "not_rebuilt", "no_swap_entity", "no_molecule", "no_swap_molecule")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class PairContext:
 
     tok: object
     world: object | None = None
+    rows: tuple = ()  # every eval row (molecule_swap takes its replacement molecules from the other rows)
 
 
 @dataclass(frozen=True)
@@ -206,10 +215,71 @@ def entity_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | 
     return ProbePair(row["prompt"], corrupt, pre + LETTERS[g], pre + LETTERS[row["choices"].index(world.food_of[e2])])
 
 
+# The molecule of a SciKnowEval question: a double-quoted SMILES (no blanks: the instruction's quoted letters and
+# "or" never match), a quoted IUPAC name (greedy to the last quote on its line: names hold primes), a quoted
+# "SMILES representation", or a line without blanks after a line ending in a colon (the reactants of reaction rows).
+# The first pattern that matches wins.
+MOLECULE = (re.compile(r'"([^"\s]{3,})"'), re.compile(r"IUPAC name '([^\n]+)'"),
+            re.compile(r"SMILES representation '([^'\s]+)'"), re.compile(r":\n(\S+)\n"))
+
+
+def molecule_span(question: str) -> tuple[int, int] | None:
+    """(start, end) of the molecule in a SciKnowEval question (`MOLECULE`), None when it names none."""
+    for pat in MOLECULE:
+        m = pat.search(question)
+        if m:
+            return m.span(1)
+    return None
+
+
+def _question_parts(row: dict) -> tuple[str, str, str] | None:
+    """(text before the molecule, the molecule, text after it) of the row's user text, None without a molecule."""
+    text, _ = _user_text(row)
+    span = molecule_span(text)
+    if span is None:
+        return None
+    a, b = span
+    return text[:a], text[a:b], text[b:]
+
+
+def molecule_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | str:
+    """SciKnowEval MCQ rows: the molecule replaced by another eval row's (same task, equal token length); options
+    kept; answer = the gold letter, distractor = another option's letter (see the module doc)."""
+    if not row.get("choices") or row.get("answer_rule", "letter") != "letter":
+        return "not_mcq"
+    parts = _question_parts(row) if row.get("labels") is not None else None  # toy rows name no molecule
+    if parts is None:
+        return "no_molecule"
+    head, mol, tail = parts
+    text, suffix = _user_text(row)
+    if _with_text(row, head + mol + tail, suffix, ctx) != row["prompt"]:
+        return "not_rebuilt"
+    others = sorted({p[1] for r in ctx.rows if r is not row and r.get("task") == row.get("task")
+                     for p in [_question_parts(r)] if p is not None and p[1] != mol})
+    rng.shuffle(others)
+    n = len(ctx.tok(row["prompt"], add_special_tokens=True)["input_ids"])
+    for other in others:
+        corrupt = _with_text(row, head + other + tail, suffix, ctx)
+        if len(ctx.tok(corrupt, add_special_tokens=True)["input_ids"]) == n:
+            break
+    else:
+        return "no_swap_molecule"
+    labels = _labels(row)
+    if row["answer"] not in labels:
+        return "not_mcq"
+    g = labels.index(row["answer"])
+    j = rng.choice([i for i in range(len(labels)) if i != g])
+    pre = answer_prefix(row)
+    return ProbePair(row["prompt"], corrupt, pre + labels[g], pre + labels[j])
+
+
 register(PairKind("key_swap", key_swap, needs_world=False,
                   description="the gold option swapped with another option: the gold letter moves"))
 register(PairKind("entity_swap", entity_swap, needs_world=True,
                   description="toy: the entity replaced by one whose gold food is another option (options kept)"))
+register(PairKind("molecule_swap", molecule_swap, needs_world=False,
+                  description="SciKnowEval: the question's molecule replaced by another eval row's of equal token "
+                              "length (options kept; a noising counterfactual)"))
 
 
 # ------------------------------------------------------------------------------------------------- the splits
@@ -240,7 +310,7 @@ def build_target_pairs(tok, rows: list[dict], kinds: list[str], sizes: dict[str,
     check_kinds(kinds, world)
     if not kinds:
         return {s: [] for s in sizes}, {}
-    ctx = PairContext(tok, world)
+    ctx = PairContext(tok, world, tuple(rows))
     order = list(range(len(rows)))
     random.Random(f"target-pairs-{seed}").shuffle(order)
     built: dict[str, list[tuple[int, int, ProbePair]]] = {k: [] for k in kinds}

@@ -23,8 +23,8 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "data.capabilities": ["ioi", "mcqa"],  # all six are built and checked by tests/test_templates.py
     "data.n_validation": 12, "data.probes.n_pairs": 8, "data.probes.n_protection": 8, "data.probes.n_discovery": 8,
     "data.probes.n_forgetting": 8, "data.target.subsets": ["molecular_property_calculation", "balancing_chemical_equation"],
-    "data.target.n_eval": 16,  # 8 MCQ rows (their key_swap pairs) and 8 filling rows (the equation reward)
-    "data.target_pairs.n_pairs": 3, "data.target_pairs.n_discovery": 3,  # key_swap (the profile's kind) of 8 MCQ rows
+    "data.target.n_eval": 16,  # 8 MCQ rows (their target pairs) and 8 filling rows (the equation reward)
+    "data.target_pairs.n_pairs": 3, "data.target_pairs.n_discovery": 3,  # the profile's kinds, of the 8 MCQ rows
     "sft.max_steps": 2, "sft.save_every": 1, "sft.save_steps": [1, 2], "sft.per_device_train_batch_size": 2,
     "sft.gradient_accumulation_steps": 1, "sft.max_length": 400, "sft.logging_steps": 1,
     "protect.max_steps": 2, "protect.save_every": 1, "protect.save_steps": [1, 2], "protect.per_device_train_batch_size": 2,
@@ -58,13 +58,15 @@ def tiny_qwen(directory: Path):
 
 
 def target_pairs_written(project: Path) -> None:
-    """The target task's own pairs (key_swap, the profile's kind): the scoring and discovery splits only, the chat
-    answer letter without a space."""
+    """The target task's own pairs (key_swap and molecule_swap, the profile's kinds): the scoring and discovery
+    splits only, the chat answer letter without a space."""
     m = json.loads((project / "metrics/prepare-data.json").read_text())
-    assert m["target_pairs"]["kinds"] == ["key_swap"] and m["target_pairs"]["pairs"] == {"probes": 3, "discovery": 3}
-    for split in ("probes", "discovery"):
-        pairs = [json.loads(l) for l in (project / f"data/prepared/{split}/target.jsonl").read_text().splitlines()]
-        assert len(pairs) == 3 and all(p["kind"] == "key_swap" and p["answer"] in ("A", "B", "C", "D") for p in pairs)
+    kinds = ["key_swap", "molecule_swap"]
+    assert m["target_pairs"]["kinds"] == kinds and m["target_pairs"]["pairs"] == {"probes": 3, "discovery": 3}
+    pairs = [json.loads(l) for split in ("probes", "discovery")
+             for l in (project / f"data/prepared/{split}/target.jsonl").read_text().splitlines()]
+    assert len(pairs) == 6 and all(p["kind"] in kinds and p["answer"] in ("A", "B", "C", "D") for p in pairs)
+    assert {p["kind"] for p in pairs} == set(kinds)  # 5 key swaps, 1 molecule swap of these 16 eval rows
     assert not any((project / f"data/prepared/{s}/target.jsonl").exists() for s in ("validation", "protection",
                                                                                     "forgetting"))
 

@@ -1,5 +1,5 @@
-"""The target task's own probe pairs (`dcv.target_pairs`, capability `target`): each kind on toy rows, key_swap on
-real SciKnowEval chat rows with the real Qwen tokenizer of ../shared (skipped when absent), the errors, and what
+"""The target task's own probe pairs (`dcv.target_pairs`, capability `target`): each kind on toy rows, key_swap and
+molecule_swap on real SciKnowEval chat rows with the real Qwen tokenizer of ../shared (skipped when absent), the errors, and what
 prepare-data writes."""
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def _ids(tok, text: str) -> list[int]:
 
 
 def test_kinds_are_registered_entries():
-    assert list(KINDS) == ["key_swap", "entity_swap"]
+    assert list(KINDS) == ["key_swap", "entity_swap", "molecule_swap"]
     assert not KINDS["key_swap"].needs_world and KINDS["entity_swap"].needs_world
+    assert not KINDS["molecule_swap"].needs_world
 
 
 def test_key_swap_on_toy_rows_moves_the_gold_option_only(toy):
@@ -137,8 +138,8 @@ def test_too_few_target_rows_is_one_line_naming_the_key(workdir: Path, sizes, ke
 def test_target_is_no_prior_capability(workdir: Path):
     write_params(workdir / "params.yaml", {"data": {"capabilities": ["ioi", "target"]}})
     _one_line_error(_invoke("stage", "prepare-data"), "params.yaml: data.capabilities: ", "data.target_pairs")
-    write_params(workdir / "params.yaml", {"data": {"target_pairs": {"kinds": ["molecule_swap"]}}})
-    _one_line_error(_invoke("stage", "prepare-data"), "params.yaml: data.target_pairs.kinds: ", "molecule_swap")
+    write_params(workdir / "params.yaml", {"data": {"target_pairs": {"kinds": ["task_swap"]}}})
+    _one_line_error(_invoke("stage", "prepare-data"), "params.yaml: data.target_pairs.kinds: ", "task_swap")
 
 
 def test_prepare_data_writes_target_pairs_into_probes_and_discovery_only(workdir: Path):
@@ -204,6 +205,46 @@ def test_key_swap_on_sciknoweval_chat_rows_with_the_qwen_tokenizer(qwen, chat_ro
         assert len(clean) == len(_ids(qwen, p["corrupt"]))
         a, d = (qwen(x, add_special_tokens=False)["input_ids"] for x in (p["answer"], p["distractor"]))
         assert len(a) == len(d) == 1 and _ids(qwen, p["clean"] + p["answer"]) == clean + a
+
+
+@pytest.mark.parametrize("question, molecule", [
+    ('the product "O=C(O)/C=C1\\CN(C)CCC1S" ?', "O=C(O)/C=C1\\CN(C)CCC1S"),
+    ("the molecule with the the IUPAC name '1,1'-biphenyl-4-ol'?", "1,1'-biphenyl-4-ol"),
+    ("the molecule with the canonical SMILES representation 'C(CO)NCCO'?", "C(CO)NCCO"),
+    ('reagents (in SMILES format) which are separated by ".":\nCCO.CC(=O)Cl\nWhich of', "CCO.CC(=O)Cl"),
+    ('Your answer should be "A", "B", "C" or "D".\nWhat is the solubility of the molecule "C=CC=C"?', "C=CC=C"),
+    ("Here is a unbalanced chemical equation:\nNH4 + NO2 = H2O + N\nThe balanced", None),
+])
+def test_molecule_span_finds_the_question_s_molecule(question: str, molecule: str | None):
+    from dcv.target_pairs import molecule_span
+
+    span = molecule_span(question)
+    assert (question[span[0]:span[1]] if span else None) == molecule
+
+
+def test_molecule_swap_on_sciknoweval_chat_rows_replaces_the_molecule_only(qwen, chat_rows):
+    """Each kept pair: the clean prompt with its molecule replaced by the molecule of another eval row of the same
+    task, options kept, equal token lengths; answer the gold letter, distractor another option's letter."""
+    from dcv.target_pairs import _question_parts, molecule_swap
+
+    out, counts = build_target_pairs(qwen, chat_rows, ["molecule_swap"], {"probes": 32, "discovery": 16}, 0)
+    c = counts["molecule_swap"]
+    assert c["dropped"]["not_mcq"] == sum(r["answer_rule"] != "letter" for r in chat_rows)
+    assert c["dropped"]["no_molecule"] == 0 and c["kept"] >= 48  # every MCQ subset names its molecule
+    for p in out["probes"] + out["discovery"]:
+        row = chat_rows[p["eval_row"]]
+        head, mol, tail = _question_parts(row)
+        others = {_question_parts(r)[1]: r for r in chat_rows
+                  if r is not row and r.get("choices") and r["task"] == row["task"]}
+        new = next(m for m in others if p["corrupt"] == p["clean"].replace(head + mol + tail, head + m + tail))
+        assert new != mol and others[new]["task"] == row["task"]
+        assert len(_ids(qwen, p["clean"])) == len(_ids(qwen, p["corrupt"]))
+        assert p["answer"] == row["answer"] and p["distractor"] in row["labels"] and p["distractor"] != p["answer"]
+    toy_row = {"prompt": mcq_prompt("what does x eat ?", ["a", "b", "c", "d"]), "answer": "A",
+               "choices": ["a", "b", "c", "d"]}
+    assert molecule_swap(toy_row, random.Random(0), PairContext(qwen, None, (toy_row,))) == "no_molecule"
+    mcq = next(r for r in chat_rows if r.get("choices") and _question_parts(r))
+    assert molecule_swap(mcq, random.Random(0), PairContext(qwen, None, (mcq,))) == "no_swap_molecule"  # no other row
 
 
 def test_entity_swap_on_a_sciknoweval_target_is_one_line_naming_kinds(qwen, workdir: Path):
