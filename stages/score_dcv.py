@@ -170,6 +170,9 @@ def study_scores(inp: Inputs, cfg, arms: list[str], seeds: list[int], comparison
     from dcv.layout import BASE, model_id
     from dcv.scoring import study
 
+    import numpy as np
+
+    rng = np.random.default_rng([cfg.seed, 13])  # the study's draws, apart from CV's bootstrap stream
     out = {}
     for c, masks in sorted((inp.study or {}).items()):
         base, of = masks[BASE], _mask_of(inp, c)
@@ -183,13 +186,15 @@ def study_scores(inp: Inputs, cfg, arms: list[str], seeds: list[int], comparison
         for pair in cfg.pairs:
             name, pair = pair_name(pair), tuple(pair)
             st = common[name][-1]
-            eq = study.compare(base, of, pair, {x: {s: [(st, 1.0)] for s in seeds} for x in pair}, cfg.study_delta)
+            eq = study.compare(base, of, pair, {x: {s: [(st, 1.0)] for s in seeds} for x in pair}, cfg.study_delta,
+                               rng, cfg.n_bootstrap)
             ea, acc = comparisons[name]["equal_accuracy"], None
             if ea["headline_level"] is not None:
                 (lv,) = [x for x in ea["levels"] if x["level"] == ea["headline_level"]]
                 terms = {x: {int(s): [(int(t), float(w)) for t, w in v] for s, v in lv["checkpoints"][x].items()}
                          for x in pair}
-                acc = {"level": lv["level"], "gap": lv["gap"], **study.compare(base, of, pair, terms, cfg.study_delta)}
+                acc = {"level": lv["level"], "gap": lv["gap"],
+                       **study.compare(base, of, pair, terms, cfg.study_delta, rng, cfg.n_bootstrap)}
             per_pair[name] = {"equal_steps": {"step": st, **eq}, "equal_accuracy": acc}
         out[c] = {"base": {"size": int(study.circuit(base).sum()), "n_heads": int(base.size)}, "arms": per_arm,
                   "pairs": per_pair}

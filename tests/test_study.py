@@ -94,3 +94,21 @@ def test_a_pair_at_weighted_checkpoints_interpolates_measures_and_masks():
     # the averaged mask of L0H1 is 0.4 (0.8 -> 0.4), below b's 0.8 by 0.4: still vulnerable at delta 0.2, not at 0.5
     assert h["vulnerable"]["heads"] == ["L0H0", "L0H1"]
     assert compare(BASE, _of, ("a", "b"), {"a": half, "b": one}, 0.5)["vulnerable"]["heads"] == ["L0H0"]
+
+
+def test_difference_has_welch_the_seed_bootstrap_and_the_exact_permutation_p():
+    """3 + 3 seeds fully separated: the exact permutation p is its smallest, 2 / C(6, 3) = 0.1, so no 3-seed design
+    reaches 0.05; the seed bootstrap's interval lies within the range of resampled means and is seeded."""
+    import numpy as np
+
+    from dcv.scoring.study import difference
+
+    d = difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], np.random.default_rng(0), 2000)
+    assert d["diff"] == pytest.approx(-3.0) and d["low"] < -3.0 < d["high"]
+    assert d["permutation"] == {"p": pytest.approx(0.1), "min_p": pytest.approx(0.1), "n_permutations": 20, "exact": True}
+    assert -5.0 <= d["bootstrap"]["low"] < -3.0 < d["bootstrap"]["high"] <= -1.0
+    assert d["high"] - d["low"] > d["bootstrap"]["high"] - d["bootstrap"]["low"]  # t is wider with 3 seeds
+    assert difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], np.random.default_rng(0), 2000) == d
+    same = difference([0.5, 0.5, 0.5], [0.5, 0.5, 0.5], np.random.default_rng(0), 100)
+    assert same["permutation"]["p"] == 1.0 and same["bootstrap"] == {"low": 0.0, "high": 0.0}
+    assert np.isnan(difference([0.5], [], np.random.default_rng(0), 100)["permutation"]["p"])

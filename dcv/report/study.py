@@ -50,6 +50,16 @@ def _reported_retention(arm: str) -> str:
     return "—" if r is None else f"{_pct(r['retention'][0])} → {_pct(r['retention'][1])}"
 
 
+def _beside(d: dict) -> str:
+    """The seed bootstrap and the permutation p of a difference (score-dcv's `study.difference`), for beside its
+    Welch interval; empty for a difference scored before they existed."""
+    if "permutation" not in d:
+        return ""
+    b, p = d["bootstrap"], d["permutation"]
+    return (f"seed bootstrap [{fmt(b['low'], 2)}, {fmt(b['high'], 2)}], permutation p {fmt(p['p'], 2)} "
+            f"(at best {fmt(p['min_p'], 2)} with these seeds)")
+
+
 def _overlap_line(cap: str, st: dict, pair: tuple[str, str], comparisons: dict) -> tuple[str, str]:
     """One pair at its equal step: which arm keeps more of C0, against the study's direction (if both are
     reported); and the side of the difference's interval."""
@@ -72,7 +82,7 @@ def _overlap_line(cap: str, st: dict, pair: tuple[str, str], comparisons: dict) 
                     "this run does not decide its direction."))
     ours = comparisons[name]["mean"]
     text = (f"{A} vs {B}, {cap}, at equal steps (step {eq['step']}): overlap with the base's DBM circuit "
-            f"{_pct(oa)} vs {_pct(ob)}, difference {ci_text(d['diff'], d)}: {what}.{study} Under this pipeline's own "
+            f"{_pct(oa)} vs {_pct(ob)}, difference {ci_text(d['diff'], d)} (Welch; {_beside(d)}): {what}.{study} Under this pipeline's own "
             f"protocol (C0 by exact patching on the prior capabilities, CV): DCV({A}, {B}) = "
             f"{ci_text(ours['dcv'], ours['ci95'])}.")
     return text, side
@@ -149,12 +159,14 @@ def section(score: dict, comparisons: dict, figdir: Path) -> tuple[list[str], di
                 at = f"step {c['step']}" if "step" in c else f"accuracy {fmt(c['level'], 2)} (gap {fmt(c['gap'], 3)})"
                 v, d = c["vulnerable"], c["difference"]["overlap"]
                 rows.append([f"{a.upper()} vs {b.upper()}", f"{label}: {at}", _pct(c["arms"][a]["overlap"]["mean"]),
-                             _pct(c["arms"][b]["overlap"]["mean"]), ci_text(d["diff"], d),
+                             _pct(c["arms"][b]["overlap"]["mean"]), f"{ci_text(d['diff'], d)}; {_beside(d)}",
                              ci_text(v["a_below_b"]["mean"], v["a_below_b"]), ci_text(v["b_below_a"]["mean"], v["b_below_a"]),
                              ", ".join(v["heads"]) or "none"])
         md += [_table(["pair (a vs b)", "at", "overlap a", "overlap b", "difference a − b", "vulnerable: a < b − δ",
                        "baseline: b < a − δ", "vulnerable heads (seed-mean masks)"], rows), "",
-               f"*Vulnerable heads: heads of C0 ({n0}) whose mask under a is below b's by more than δ = {s['delta']}, "
+               f"*Difference: Welch's t interval over seeds, then the seed bootstrap (each arm's seeds resampled) and the "
+               f"exact permutation p of the seed labels; the masks are fitted once per model, so probe-pair noise is in "
+               f"none of them. Vulnerable heads: heads of C0 ({n0}) whose mask under a is below b's by more than δ = {s['delta']}, "
                f"counted per seed (seed s of a against seed s of b), mean [95% interval]; the baseline counts the same "
                f"with the arms swapped: a count near its baseline is what two differently trained models give anyway. "
                f"At equal accuracy each measure and mask is interpolated between the checkpoints around the level with "

@@ -10,9 +10,13 @@ The study fits a mask m_h in [0, 1] per head on each model separately and reads 
 - vulnerable heads of a pair (a, b): heads of C_0 with m_h^a < m_h^b − δ (the heads a drops more than b).
 
 Across seeds, each measure is a mean with a t interval over seeds (`over_seeds`, clipped to the measure's range:
-a clipped interval covers whenever the unclipped one does; a difference of two arms: `dcv.stats.welch`). One mask per
-seed and model: the masks are not refit per probe-pair draw, so probe-pair noise is not in these intervals (DBM is
-deterministic given the pairs). `compare` scores a pair of arms at chosen checkpoints with weights (equal steps: one
+a clipped interval covers whenever the unclipped one does; a difference of two arms: `dcv.stats.welch`, and beside
+it the seed bootstrap of the rest of score-dcv (each arm's seeds resampled with replacement, percentile interval)
+and an exact label-permutation p-value over the seeds, with the smallest p the seed counts allow). One mask per
+seed and model: the masks are not refit per probe-pair draw (that would cost a DBM fit per draw and model), so
+probe-pair noise is not in these intervals (DBM is deterministic given the pairs). With 3 seeds the percentile
+bootstrap is narrower than the t interval (it has 10 distinct resamples per arm); the t interval is the one the
+report reads for a verdict. `compare` scores a pair of arms at chosen checkpoints with weights (equal steps: one
 step; equal accuracy: the two checkpoints around the level, each measure interpolated alike and the masks averaged
 with the same weights for the vulnerable heads); `by_step` and `retention` follow one arm along its checkpoints.
 Nothing here reads files: score-dcv passes the masks as `mask_of(arm, seed, step)` (step 0: the model the arm
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dcv.stats import t_interval, welch
+from dcv.bootstrap import ci95, seed_draws
+from dcv.stats import permutation_test, t_interval, welch
 
 MEASURES = ("size", "overlap", "jaccard", "mask_shift", "mask_shift_c0")
 FRACTIONS = ("overlap", "jaccard")  # in [0, 1]; the mask shifts are in [-1, 1], the size in [0, n heads]
@@ -104,10 +109,29 @@ def _soft(mask_of, arm: str, terms: Terms) -> dict[int, np.ndarray]:
     return {s: sum(w * np.asarray(mask_of(arm, s, st), dtype=float) for st, w in terms[s]) for s in sorted(terms)}
 
 
-def compare(base: np.ndarray, mask_of, pair: tuple[str, str], terms: dict[str, Terms], delta: float) -> dict:
-    """A pair of arms at their checkpoints `terms[arm]`: each arm's measures, their difference a - b (Welch's t over
-    seeds), and the vulnerable heads of C_0 (a below b by more than delta) per seed (seed s of a against seed s of b)
-    with, as its baseline, the same count with the arms swapped; `heads`: those of the seed-mean masks."""
+def difference(a: list[float], b: list[float], rng: np.random.Generator, n_boot: int) -> dict:
+    """mean(a) - mean(b) over seeds: Welch's t interval (diff, low, high, se, df), the seed bootstrap's percentile
+    interval (`bootstrap`: each group's values resampled with replacement, `n_boot` draws) and the exact permutation
+    test of the seed labels (`permutation`: p, min_p, n_permutations, exact)."""
+    out = welch(a, b)
+    xa, xb = (np.asarray([v for v in x if v == v], dtype=float) for x in (a, b))
+    if len(xa) and len(xb) and n_boot:
+        boot = xa[seed_draws(rng, len(xa), (n_boot, len(xa)))].mean(1) - xb[seed_draws(rng, len(xb), (n_boot, len(xb)))].mean(1)
+        out["bootstrap"] = ci95(boot)
+    else:
+        out["bootstrap"] = {"low": float("nan"), "high": float("nan")}
+    pt = permutation_test(list(xa), list(xb), rng)
+    out["permutation"] = {k: pt[k] for k in ("p", "min_p", "n_permutations", "exact")}
+    return out
+
+
+def compare(base: np.ndarray, mask_of, pair: tuple[str, str], terms: dict[str, Terms], delta: float,
+            rng: np.random.Generator | None = None, n_boot: int = 1000) -> dict:
+    """A pair of arms at their checkpoints `terms[arm]`: each arm's measures, their difference a - b (`difference`:
+    Welch's t, the seed bootstrap with `rng`, the permutation test), and the vulnerable heads of C_0 (a below b by
+    more than delta) per seed (seed s of a against seed s of b) with, as its baseline, the same count with the arms
+    swapped; `heads`: those of the seed-mean masks."""
+    rng = rng if rng is not None else np.random.default_rng(0)
     a, b = pair
     n = int(np.asarray(base).size)
     vals = {x: seed_values(base, mask_of, x, terms[x]) for x in pair}
@@ -118,7 +142,7 @@ def compare(base: np.ndarray, mask_of, pair: tuple[str, str], terms: dict[str, T
     mean = {x: np.mean([soft[x][s] for s in seeds], axis=0) for x in pair}
     n0 = float(circuit(base).sum())
     return {"arms": {x: summary(vals[x], n) for x in pair},
-            "difference": {k: welch(vals[a][k], vals[b][k]) for k in MEASURES},
+            "difference": {k: difference(vals[a][k], vals[b][k], rng, n_boot) for k in MEASURES},
             "vulnerable": {"delta": delta, "base_size": int(n0),
                            "a_below_b": {**over_seeds(count[(a, b)], bounds=(0.0, n0)), "seeds": count[(a, b)]},
                            "b_below_a": {**over_seeds(count[(b, a)], bounds=(0.0, n0)), "seeds": count[(b, a)]},
