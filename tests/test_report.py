@@ -197,3 +197,12 @@ def test_equal_accuracy_verdict_names_the_gap_or_why_there_is_no_level():
            "capabilities": {"ioi": {"equal_accuracy": {"ci95": ci}}}}
     text = equal_accuracy_verdict(cmp, ["ioi"], "sft", "rl")
     assert text.startswith("DCV > 0 with its 95% CI above 0 at equal target accuracy (0.800, gap ≤ 0.020)")
+
+
+def test_the_study_s_output_kl_claim_is_set_beside_this_run_s():
+    from dcv.report.study import kl_line
+
+    line = kl_line({"sft": 0.2, "rl_sft": 0.35, "rl": 0.5})
+    assert "(*reported*, no figure)" in line and "RL_SFT 0.350, SFT 0.200: the same direction" in line
+    assert "the opposite direction" in kl_line({"sft": 0.4, "rl_sft": 0.1})
+    assert kl_line({"sft": 0.4, "rl": 0.1}) is None

@@ -369,7 +369,8 @@ def build(d: ReportData, figdir: Path) -> tuple[str, dict]:
     }
     if protect is not None:
         summary["protection"] = protect
-    study_md, study_summary = study.section(sc, sc["comparisons"], figdir)
+    study_md, study_summary = study.section(sc, sc["comparisons"], figdir,
+                                            {x: arms_f[x]["forward_kl"] for x in arms})
     if study_summary:
         summary["study"] = study_summary
 

@@ -88,9 +88,23 @@ def _overlap_line(cap: str, st: dict, pair: tuple[str, str], comparisons: dict) 
     return text, side
 
 
-def section(score: dict, comparisons: dict, figdir: Path) -> tuple[list[str], dict]:
+def kl_line(kl: dict[str, float]) -> str | None:
+    """The study's claim that its RL moves the output distribution more than SFT (reported), beside this run's forward
+    KL to the base at each arm's final step; None without both arms."""
+    a, b = "rl_sft", "sft"
+    if a not in kl or b not in kl:
+        return None
+    x, y = kl[a], kl[b]
+    same = "the same direction" if x > y else "the opposite direction" if x < y else "no difference"
+    return (f"Output KL: the study reports its RL's output KL to the base above SFT's (*reported*, no figure). This run, "
+            f"forward KL at the answer position at each arm's final step, mean over seeds: RL_SFT {fmt(x, 3)}, SFT "
+            f"{fmt(y, 3)}: {same} (the arms' final steps differ; the forgetting section has every arm).")
+
+
+def section(score: dict, comparisons: dict, figdir: Path, kl: dict[str, float] | None = None) -> tuple[list[str], dict]:
     """Markdown lines of the section and its summary (per capability: overlap and retention change per arm, the side
-    of each pair's overlap difference); no lines when score-dcv has no study masks."""
+    of each pair's overlap difference); no lines when score-dcv has no study masks. `kl`: each arm's forward KL at
+    its final step (evaluate-forgetting), for the study's output-KL claim."""
     s = score.get("study") or {}
     caps = s.get("capabilities") or {}
     if not caps:
@@ -104,8 +118,11 @@ def section(score: dict, comparisons: dict, figdir: Path) -> tuple[list[str], di
           f"retention), Jaccard, mask shift m − m0, and vulnerable heads of a pair (C0 heads whose mask under a is below "
           f"b's by more than δ = {s['delta']}). Numbers marked *reported* are the study's, copied from its public notes "
           f"and not computed here; every other number is this run's. Intervals: t over seeds, clipped to each "
-          f"measure's range; one mask per model (DBM is not refit per probe-pair draw), so probe-pair noise is not in "
-          f"them.", ""]
+          f"measure's range (differences: Welch's t, with the seed bootstrap and the exact permutation p beside it); "
+          f"one mask per model (DBM is not refit per probe-pair draw), so probe-pair noise is not in them.", ""]
+    line = kl_line(kl or {})
+    if line:
+        md += [line, ""]
     summary = {}
     for cap, st in caps.items():
         n, n0 = st["base"]["n_heads"], st["base"]["size"]
