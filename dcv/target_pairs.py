@@ -170,15 +170,24 @@ def rebuild(row: dict, choices: list[str], question: str | None, ctx: PairContex
 # ------------------------------------------------------------------------------------------------- the kinds
 
 
-def key_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | str:
-    """The gold option swapped with another (seeded) option: the gold letter moves (see the module doc)."""
+def _gold_and_other(row: dict) -> tuple[list[str], int, list[int]] | None:
+    """(labels, index of the gold option, indices of the others) of an MCQ row judged by its letter; None else."""
     if not row.get("choices") or row.get("answer_rule", "letter") != "letter":
-        return "not_mcq"
+        return None
     labels = _labels(row)
     if row["answer"] not in labels:
-        return "not_mcq"
+        return None
     g = labels.index(row["answer"])
-    j = rng.choice([i for i in range(len(labels)) if i != g])
+    return labels, g, [i for i in range(len(labels)) if i != g]
+
+
+def key_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | str:
+    """The gold option swapped with another (seeded) option: the gold letter moves (see the module doc)."""
+    mcq = _gold_and_other(row)
+    if mcq is None:
+        return "not_mcq"
+    labels, g, others = mcq
+    j = rng.choice(others)
     swapped = list(row["choices"])
     swapped[g], swapped[j] = swapped[j], swapped[g]
     corrupt = rebuild(row, swapped, None, ctx)
@@ -245,7 +254,8 @@ def _question_parts(row: dict) -> tuple[str, str, str] | None:
 def molecule_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | str:
     """SciKnowEval MCQ rows: the molecule replaced by another eval row's (same task, equal token length); options
     kept; answer = the gold letter, distractor = another option's letter (see the module doc)."""
-    if not row.get("choices") or row.get("answer_rule", "letter") != "letter":
+    mcq = _gold_and_other(row)
+    if mcq is None:
         return "not_mcq"
     parts = _question_parts(row) if row.get("labels") is not None else None  # toy rows name no molecule
     if parts is None:
@@ -264,11 +274,8 @@ def molecule_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair 
             break
     else:
         return "no_swap_molecule"
-    labels = _labels(row)
-    if row["answer"] not in labels:
-        return "not_mcq"
-    g = labels.index(row["answer"])
-    j = rng.choice([i for i in range(len(labels)) if i != g])
+    labels, g, rest = mcq
+    j = rng.choice(rest)
     pre = answer_prefix(row)
     return ProbePair(row["prompt"], corrupt, pre + labels[g], pre + labels[j])
 
