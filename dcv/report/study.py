@@ -57,7 +57,7 @@ def _beside(d: dict) -> str:
         return ""
     b, p = d["bootstrap"], d["permutation"]
     return (f"seed bootstrap [{fmt(b['low'], 2)}, {fmt(b['high'], 2)}], permutation p {fmt(p['p'], 2)} "
-            f"(at best {fmt(p['min_p'], 2)} with these seeds)")
+            f"(the smallest these seeds' values allow: {fmt(p['min_p'], 2)})")
 
 
 def _overlap_line(cap: str, st: dict, pair: tuple[str, str], comparisons: dict) -> tuple[str, str]:
