@@ -20,7 +20,7 @@ class ScoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    pairs: list[list[str]] = Field(default_factory=lambda: [["sft", "rl"], ["sft", "protect"], ["rl", "protect"], ["sft", "rl_sft"]], min_length=1, description="Pairs of arms (a, b) scored as DCV(a, b) = CV^a - CV^b; the first is the headline.")
+    pairs: list[list[str]] = Field(default_factory=lambda: [["sft", "rl"], ["sft", "protect"], ["rl", "protect"], ["sft", "rl_sft"], ["rl", "rl_sft"]], min_length=1, description="Pairs of arms (a, b) scored as DCV(a, b) = CV^a - CV^b; the first is the headline.")
     faithfulness_target: float = Field(0.8, gt=0.0, le=1.0, description="The base circuit C0 is the smallest base top-k whose faithfulness reaches this.")
     accuracy_levels: list[float] | None = Field(None, description="Target accuracies at which the arms are compared (CV and forgetting interpolated between checkpoints); null: three levels evenly spaced from the base's accuracy to the highest one every seed of both arms reaches. Levels outside a seed's range are not reported.")
     accuracy_tolerance: float = Field(0.05, ge=0.0, le=1.0, description="An equal-accuracy level counts only when every seed of both arms has a measured checkpoint within this accuracy of it (interpolation bridges at most this much); others are printed with their gap and left out of the headline.")
