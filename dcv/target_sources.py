@@ -47,7 +47,7 @@ def _toy_rows(spec: TargetSpec, world, seed: int):
         raise ValueError(f"n_train: {e}") from None
 
 
-def _no_check(spec: TargetSpec) -> None:
+def _toy_check(spec: TargetSpec) -> None:
     for arg in ("location", "subsets", "revision"):
         if getattr(spec, arg) is not None:
             raise ValueError(f"{arg}: the toy target reads no files (leave it null)")
@@ -93,7 +93,7 @@ def _hub_label(spec: TargetSpec) -> str:
 
 
 SOURCES: dict[str, TargetSource] = {s.name: s for s in (
-    TargetSource("toy", _toy_rows, _no_check, toy=True, local=False, label=lambda spec: "the toy target",
+    TargetSource("toy", _toy_rows, _toy_check, toy=True, local=False, label=lambda spec: "the toy target",
                  description="questions on the toy world's new facts (an entity's food, four options)"),
     TargetSource("sciknoweval", _dir_rows, _dir_check, toy=False, local=True, label=lambda spec: str(spec.location).rstrip("/"),
                  description="SciKnowEval rows from a local directory of <subset>.jsonl files (`path`)"),
