@@ -12,8 +12,8 @@ cannot give one:
   (the user text rebuilt with `dcv.sciknoweval.options_block`, as `dcv.sciknoweval.user_text` builds it; chat rows
   re-rendered with the chat template as `dcv.chat.chat_row` renders them), so clean and corrupt differ only in the
   two swapped options. SciKnowEval filling rows (free-text answers) have no options: dropped (`not_mcq`).
-- `entity_swap` (toy only): the question's entity is replaced by another known entity whose gold food is another of
-  the row's options; the options stay, so the gold letter changes. It needs the toy world (`World.known`,
+- `entity_swap` (toy only): the question's entity is replaced by another target entity whose gold food is another of
+  the row's options; the options stay, so the gold letter changes. It needs the toy world (`World.target`,
   `World.food_of`): a SciKnowEval target has none, and asking for it is an error.
 
 - `molecule_swap` (SciKnowEval MCQ rows): the question's molecule (`molecule_span`: the double-quoted SMILES, the
@@ -198,7 +198,7 @@ def key_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | str
 
 
 def entity_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | str:
-    """Toy rows: the entity replaced by another known entity whose gold food is another of the options."""
+    """Toy rows: the entity replaced by another target entity whose gold food is another of the options."""
     from dcv.toy.capabilities.mcqa import EAT_Q
 
     world = ctx.world
@@ -213,7 +213,7 @@ def entity_swap(row: dict, rng: random.Random, ctx: PairContext) -> ProbePair | 
     if e not in world.food_of or world.food_of[e] not in row["choices"] or row["answer"] not in LETTERS:
         return "not_rebuilt"
     g = LETTERS.index(row["answer"])
-    others = [x for x in world.known if x != e and world.food_of[x] in row["choices"] and world.food_of[x] != world.food_of[e]]
+    others = [x for x in world.target if x != e and world.food_of[x] in row["choices"] and world.food_of[x] != world.food_of[e]]
     if not others:
         return "no_swap_entity"
     e2 = rng.choice(others)

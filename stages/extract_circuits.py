@@ -123,13 +123,15 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
     from dcv.circuits.extract import (BaseReference, extract, k_at, rounded, study_mask, validate_methods,
                                       validate_on_sample)
     from dcv.circuits.methods import bind, reference
+    from dcv.circuits.patching import probe_model
 
     t0 = time.perf_counter()
     p, common = ctx.params.circuits, ctx.params.common
     seed_everything(common.seeds[0], common.torch_threads)
     where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
     method, study_method = bind(p.method, p), bind("dbm", p)
-    kw = {"method": method, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward}
+    kw = {"method": method, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward,
+          "checkpoint_sizes": p.checkpoint_sizes}
     refs: dict[str, BaseReference] = {}
     disc: dict = {}  # capability -> the base's faithfulness curve on the discovery split
     per_cap: dict[str, dict] = {}
@@ -147,13 +149,18 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
             log: dict[str, float] = {}
             for cap, b in batches.items():
                 t_cap = time.perf_counter()
-                x = extract(model, b, base=refs.get(cap), **kw)
-                record = {**x.record, "split": SCORING_SPLIT}
-                if cap in disc:
-                    record["discovery_circuit"] = order_curve(x, disc[cap].order, p)
-                write_circuit(out, entry, cap, record, ctx.root)
+                if cap in p.study_capabilities and p.study_effects == "base" and not entry.is_base:
+                    x = None  # the study's mask only (below): nothing downstream reads this model's effects here
+                    probed = probe_model(model, b)
+                else:
+                    x = extract(model, b, base=refs.get(cap), **kw)
+                    probed = x.probed
+                    record = {**x.record, "split": SCORING_SPLIT}
+                    if cap in disc:
+                        record["discovery_circuit"] = order_curve(x, disc[cap].order, p)
+                    write_circuit(out, entry, cap, record, ctx.root)
                 if cap in p.study_capabilities:
-                    mask = study_mask(x.probed, study_method, p.heads_per_forward)
+                    mask = study_mask(probed, study_method, p.heads_per_forward)
                     secs = mask.pop("seconds")  # not in the out: it must be the same bytes on a rerun
                     io.write_json(out / entry.id / "study" / f"{cap}.json",
                                   {"model": entry.id, "capability": cap, "split": SCORING_SPLIT, **mask})
@@ -173,15 +180,15 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
                     elif p.validate_methods:
                         ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
                         per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
-                else:
+                elif x is not None:
                     bc = x.record["base_circuit"]
                     k80 = per_cap[cap]["k80"]
                     log[f"{entry.arm}/seed-{entry.seed}/{cap}/cpr"] = x.record["faithfulness"]["cpr"]
-                    if k80 is not None:
+                    if k80 is not None and k80 in bc["k"]:
                         log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80)]
             if not entry.is_base:
                 ctx.run.log_step(entry.step, log)
-            model = x = None  # free the model before the next loads: the last Extraction holds it and its caches too
+            model = x = probed = None  # free the model before the next loads: the last Extraction holds it and its caches too
             print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
         index = {e.id: {"model_dir": ctx.layout.rel(e.dir), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}

@@ -116,7 +116,7 @@ def target_key(e: ValueError) -> tuple[str, str]:
 
 
 class TargetPairsParams(_Section):
-    kinds: list[str] = Field(default_factory=lambda: ["key_swap", "entity_swap"], description="Counterfactual pair kinds of the target task's probe pairs (capability `target`, dcv.target_pairs): key_swap (the gold option swapped with another) | entity_swap (toy only: another entity whose food is another option), assigned round robin over the target eval rows; [] = no target capability.")
+    kinds: list[str] = Field(default_factory=lambda: ["key_swap", "entity_swap"], description="Counterfactual pair kinds of the target task's probe pairs (capability `target`, dcv.target_pairs): key_swap (the gold option swapped with another) | entity_swap (toy only: another target entity whose food is another option) | molecule_swap (SciKnowEval MCQ rows: the question's molecule from another eval row of the same task), assigned round robin over the target eval rows; [] = no target capability.")
     n_pairs: int = Field(64, ge=1, le=100_000, description="Target pairs of the scoring split (`probes/target.jsonl`), one per target eval row.")
     n_discovery: int = Field(64, ge=1, le=100_000, description="Target pairs of the discovery split (`discovery/target.jsonl`), from eval rows the scoring split does not use.")
 
@@ -350,7 +350,7 @@ def toy_target_capacity(world) -> int:
     the gold food and three others, in any order). tests/test_bad_input.py checks it against make_rows."""
     from math import comb, factorial
 
-    return world.n_known_entities * comb(world.n_foods - 1, 3) * factorial(4)
+    return world.n_target_entities * comb(world.n_foods - 1, 3) * factorial(4)
 
 
 def _check_toy_target(path: Path, p) -> None:
@@ -362,7 +362,7 @@ def _check_toy_target(path: Path, p) -> None:
         cap = toy_target_capacity(p.data.world)
         if t.n_train + t.n_eval > cap:
             raise DcvError(f"{path}: data.target.n_train: n_train + n_eval = {t.n_train + t.n_eval}, but the toy world "
-                           f"has only {cap} distinct target questions (data.world.n_known_entities x option orders)")
+                           f"has only {cap} distinct target questions (data.world.n_target_entities x option orders)")
 
 
 def _check_pairs(path: Path, p) -> None:

@@ -167,10 +167,10 @@ def study_scores(inp: Inputs, cfg, arms: list[str], seeds: list[int], comparison
     the base's circuit; per arm its measures at every step and its retention from the first checkpoint to the last;
     per pair of `dcv.pairs` the comparison at the pair's equal step and at its headline equal-accuracy level (the same
     checkpoints and weights as CV there)."""
+    import numpy as np
+
     from dcv.layout import BASE, model_id
     from dcv.scoring import study
-
-    import numpy as np
 
     rng = np.random.default_rng([cfg.seed, 13])  # the study's draws, apart from CV's bootstrap stream
     out = {}

@@ -22,7 +22,7 @@ TINY = {
     "data": {
         "n_validation": 12,
         "probes": {"n_pairs": 8, "n_protection": 8, "n_discovery": 8, "n_forgetting": 8},
-        "world": {"n_known_entities": 12, "n_unknown_entities": 4, "n_names": 6, "n_symbols": 10, "modulus": 7},
+        "world": {"n_known_entities": 12, "n_target_entities": 12, "n_unknown_entities": 4, "n_names": 6, "n_symbols": 10, "modulus": 7},
         "corpus": {"n_lines": 1500},
         "target": {"n_train": 40, "n_eval": 16},
         "target_pairs": {"n_pairs": 4, "n_discovery": 4},

@@ -547,9 +547,9 @@ def test_toy_target_capacity_is_make_rows_own():
     from dcv.toy.world import World, WorldConfig
     from stages.params import toy_target_capacity
 
-    cfg = WorldConfig(**{**TINY["data"]["world"], "n_known_entities": 4, "n_foods": 5})
+    cfg = WorldConfig(**{**TINY["data"]["world"], "n_known_entities": 6, "n_target_entities": 4, "n_foods": 5})
     n = toy_target_capacity(cfg)
-    assert n == 4 * 4 * 24
+    assert n == 4 * 4 * 24  # the target entities only, not every known entity
     train, eval_ = make_rows(World.build(cfg), n - 10, 10)
     assert len({r["prompt"] for r in train + eval_}) == n
     with pytest.raises(ValueError, match="distinct questions"):

@@ -371,17 +371,24 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
     n = {cap: 4 if cap == "target" else 8 for cap in caps}
     for mid in ids:
         for cap in caps:
+            if cap == "target" and mid != "base":  # circuits.study_effects: base: fine-tuned models get its mask only
+                assert not (proj / f"circuits/{mid}/{cap}.json").exists()
+                continue
             c = json.loads((proj / f"circuits/{mid}/{cap}.json").read_text())
             assert (c["model"], c["capability"], c["method"], c["n_pairs"], c["n_layers"], c["n_heads"]) == (mid, cap, "exact", n[cap], 2, 4)
             e, pp = torch.tensor(c["effects"]), torch.tensor(c["effects_per_pair"])
             assert pp.shape == (n[cap], 2, 4) and torch.allclose(pp.mean(0), e, atol=1e-4)
             f = c["faithfulness"]
-            assert f["k"] == list(range(9)) and f["f"][0] == 0 and f["f"][-1] == pytest.approx(1, abs=1e-3)
+            # every size on the base (faithfulness_sizes: all); circuits.checkpoint_sizes (5) on fine-tuned models,
+            # except the base's discovery ranking, where score-dcv reads F(C0)
+            assert f["k"] == (list(range(9)) if mid == "base" else [0, 2, 4, 6, 8])
+            assert f["f"][0] == 0 and f["f"][-1] == pytest.approx(1, abs=1e-3)
+            assert c["discovery_circuit"]["k"] == list(range(9))
             assert "seconds" not in c and set(c["metric"]) == {"clean", "corrupt", "empty"}
             if mid == "base":
                 assert c["base_circuit"] == f and c["cross_model"] is None
             else:
-                assert c["base_circuit"]["order"] == base_order[cap]
+                assert c["base_circuit"]["order"] == base_order[cap] and c["base_circuit"]["k"] == f["k"]
                 assert torch.tensor(c["cross_model"]["effects_per_pair"]).shape == (n[cap], 2, 4)
             assert (proj / f"circuits/{mid}/{cap}.png").read_bytes()[:4] == b"\x89PNG"
         # The study's DBM mask on `target` only (circuits.study_capabilities), whatever the method.

@@ -37,6 +37,7 @@ def one_head():
 
 
 def test_dbm_finds_the_one_head_and_its_record_has_a_mask_block(one_head):
+    from dcv.circuits.config import CircuitsConfig
     from dcv.circuits.extract import extract
     from dcv.circuits.heatmap import record_png
     from dcv.circuits.methods import REGISTRY, bind
@@ -53,12 +54,15 @@ def test_dbm_finds_the_one_head_and_its_record_has_a_mask_block(one_head):
 
     x = extract(model, batches, bind("dbm"), heads_per_forward=5)
     rec = x.record
-    assert rec["method"] == "dbm" and rec["steps"] == 200
+    steps = CircuitsConfig().dbm_steps
+    assert rec["method"] == "dbm" and rec["steps"] == steps
     assert rec["effects"] is None and rec["abs_effects"] is None and rec["effects_per_pair"] is None
     m = rec["mask"]
     assert m["circuit"] == [[1, 2]] and m["size"] == 1 and m["f"] == pytest.approx(1.0, abs=1e-3)
-    assert torch.tensor(m["values"]).shape == (2, 4) and len(m["curve"]["nll"]) == 200
-    assert m["knobs"] == {"steps": 200, "lr": 0.1, "sparsity": 0.01, "t_start": 1.0, "t_end": 0.01, "init": 1.0}
+    assert torch.tensor(m["values"]).shape == (2, 4) and len(m["curve"]["nll"]) == steps
+    cfg = CircuitsConfig()
+    assert m["knobs"] == {"steps": cfg.dbm_steps, "lr": cfg.dbm_lr, "sparsity": 0.01, "t_start": 1.0, "t_end": 0.01,
+                          "init": 1.0}
     assert rec["faithfulness"]["order"][0] == [1, 2] and rec["faithfulness"]["f"][1] == m["f"]
     assert record_png(rec, "dbm")[:4] == b"\x89PNG"
 

@@ -21,10 +21,10 @@ class RLFromSFTConfig(RLArmConfig):
     """`rl`'s GRPO with the study's defaults, started from arm `sft`'s checkpoint `init_step`."""
 
     init: str = Field("sft", description="The arm whose checkpoint this arm continues (seed by seed).")
-    init_step: int | None = Field(50, ge=1, description="The checkpoint step of arm `init` to start from (null: its final checkpoint).")
+    init_step: int | None = Field(25, ge=1, description="The checkpoint step of arm `init` to start from (null: its final checkpoint).")
     match_budget_of: str | None = Field(None, description="Another arm whose prompts per step, max_steps and checkpoint steps this arm must equal (null: none).")
-    max_steps: int = Field(400, ge=1, le=10_000_000, description="Optimizer steps after the start.")
-    save_steps: list[int] | None = Field(default_factory=lambda: [50, 100, 200, 400], validate_default=True, description="Checkpoint steps (counted from the start); the final step is always one.")
+    max_steps: int = Field(200, ge=1, le=10_000_000, description="Optimizer steps after the start.")
+    save_steps: list[int] | None = Field(default_factory=lambda: [100, 200], validate_default=True, description="Checkpoint steps (counted from the start); the final step is always one.")
     beta: float = Field(0.0, ge=0.0, description="KL penalty (the study: 0, no reference model).")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field("dr_grpo", description="GRPO loss aggregation (the study: Dr.GRPO).")
     scale_rewards: Literal["group", "batch", "none"] = Field("none", description="Advantage scaling by the reward std (Dr.GRPO: none).")

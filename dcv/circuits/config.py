@@ -24,9 +24,9 @@ class CircuitsConfig(BaseModel):
                            "small models); eap: gradient estimate, 2 forwards + 1 backward; eap-ig: eap averaged over "
                            "steps; dbm: a learnt binary head mask (Differentiable Binary Masking), no per-pair effects.")
     eap_ig_steps: int = Field(5, ge=1, le=1000, description="Points between corrupted and clean input for eap-ig.")
-    dbm_steps: int = Field(200, ge=1, le=100_000, description="dbm: optimisation steps (full batch: one forward and "
+    dbm_steps: int = Field(100, ge=1, le=100_000, description="dbm: optimisation steps (full batch: one forward and "
                            "backward per probe batch each).")
-    dbm_lr: float = Field(0.1, gt=0, le=100, description="dbm: Adam learning rate of the mask logits.")
+    dbm_lr: float = Field(0.2, gt=0, le=100, description="dbm: Adam learning rate of the mask logits.")
     dbm_lambda: float = Field(0.01, ge=0, le=1000, description="dbm: sparsity weight per head (loss = mean -log "
                               "p(answer) + lambda * sum of masks): a head lowering the NLL by less is dropped.")
     dbm_temperature_start: float = Field(1.0, gt=0, le=1000, description="dbm: temperature T of m = sigmoid(logit / T) "
@@ -39,12 +39,20 @@ class CircuitsConfig(BaseModel):
                                           "every model also gets the study's DBM head mask (dbm_* knobs), whatever "
                                           "`method` is: circuits/<model>/study/<capability>.json, read by score-dcv's "
                                           "study measures; [] = none.")
+    study_effects: Literal["base", "all"] = Field("base", description="base: a study capability's head effects, "
+                                                 "curves and cross-model effects (circuits/<model>/<capability>.json) "
+                                                 "on the base only; fine-tuned models get its DBM mask, all that "
+                                                 "score-dcv reads there; all: on every model too.")
     batch_size: PairsPerBatch = Field(64, description="Probe pairs per batch; auto: the largest that "
                                                     "fits the free memory of a CUDA device (dcv.memory), 64 elsewhere.")
     heads_per_forward: int = Field(32, ge=1, le=100_000, description="Interventions (patched heads, circuit sizes, "
                                    "eap-ig steps) stacked into one forward: rows = batch_size x this.")
     faithfulness_sizes: Union[Literal["all"], int] = Field("all", description="Circuit sizes at which F is measured: "
                                                            "all (0..every head) or a count of evenly spaced sizes.")
+    checkpoint_sizes: Union[Literal["all"], int] = Field(5, description="Circuit sizes of a fine-tuned model's own "
+                                                         "and base-ranking curves (its cpr in MLflow): all or a count "
+                                                         "of evenly spaced sizes. The curve of the base's discovery "
+                                                         "ranking, where score-dcv reads F(C0), keeps faithfulness_sizes.")
     validate_methods: bool = Field(True, alias="validate", description="On the base, also run eap and eap-ig and "
                                    "compare them with exact (rank correlation, top-k overlap, magnitude ratio).")
     validate_heads: int | None = Field(None, ge=1, le=10_000_000, description="With validate: exact patching of this "
@@ -59,7 +67,7 @@ class CircuitsConfig(BaseModel):
         return self
 
 
-    @field_validator("faithfulness_sizes", mode="before")
+    @field_validator("faithfulness_sizes", "checkpoint_sizes", mode="before")
     @classmethod
     def _sizes(cls, v):
         if v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 2):

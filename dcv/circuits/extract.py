@@ -61,15 +61,17 @@ def _curve_json(c: Curve) -> dict:
 
 
 def extract(model, batches: list[PairBatch], method: str | BoundMethod = "exact", steps: int = 5,
-            sizes: str | int = "all", heads_per_forward: int = 32, base: BaseReference | None = None) -> Extraction:
+            sizes: str | int = "all", heads_per_forward: int = 32, base: BaseReference | None = None,
+            checkpoint_sizes: str | int | None = None) -> Extraction:
     """Everything measured on one model and capability. `method` is a bound method (dcv.circuits.methods.bind), or
     a name bound with `eap_ig_steps=steps` and `heads_per_forward`. Without `base` the model is its own reference
-    (the base: `base_circuit` is its own curve, `cross_model` is None)."""
+    (the base: `base_circuit` is its own curve, `cross_model` is None). With `base`, the own and base-ranking
+    curves are measured at `checkpoint_sizes` (None: `sizes`)."""
     bound = bind(method, eap_ig_steps=steps, heads_per_forward=heads_per_forward)
     probed = probe_model(model, batches)
     eff = bound(model, batches, probed=probed)
     L, H = probed.shape
-    ks = circuit_sizes(L * H, sizes)
+    ks = circuit_sizes(L * H, sizes if base is None or checkpoint_sizes is None else checkpoint_sizes)
     means = head_means(probed)
     own = faithfulness_curve(probed, eff.order(), ks, heads_per_forward, means)
     circuit_f = None

@@ -1,4 +1,5 @@
-"""The new target task: multiple-choice questions about a fact table the base never saw (what each entity eats).
+"""The new target task: multiple-choice questions about a fact table the base never saw (what each of the world's
+target entities, `World.target`, eats).
 
 Train and eval rows ask about the same facts with disjoint (entity, option order) arrangements. Any of the
 completion forms of `dcv.answers.FORMS` is correct when it names the gold option (see `dcv.answers.parse_choice`).
@@ -24,7 +25,7 @@ def make_rows(world: World, n_train: int, n_eval: int) -> tuple[list[dict], list
         limit -= 1
         if limit < 0:
             raise ValueError(f"target: only {len(rows)} distinct questions exist, {n_train + n_eval} asked")
-        e = rng.choice(world.known)
+        e = rng.choice(world.target)
         opts = options_with(rng, world.food_of[e], world.foods)
         key = f"{e}/{'/'.join(opts)}"
         if key in seen:

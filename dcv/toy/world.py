@@ -6,7 +6,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
@@ -22,6 +22,9 @@ class WorldConfig(BaseModel):
 
     seed: int = Field(0, ge=0, description="Seed of the lexicon, the fact tables and every generator.")
     n_known_entities: int = Field(40, ge=4, le=200, description="Entities whose city the corpus states.")
+    n_target_entities: int = Field(16, ge=2, le=200, description="Known entities the target task asks about (the "
+                                   "first ones): its fact table, what the fine-tuning arms learn. Fewer facts: the arms "
+                                   "learn them in fewer steps (RL gets more reward per fact).")
     n_unknown_entities: int = Field(12, ge=1, le=200, description="Entities never described: MCQs about them teach a flat letter prior.")
     n_cities: int = Field(8, ge=4, le=len(CITIES), description="Answer words of the known fact table.")
     n_foods: int = Field(8, ge=4, le=len(FOODS), description="Answer words of the new (target) fact table.")
@@ -31,6 +34,13 @@ class WorldConfig(BaseModel):
     modulus: int = Field(11, ge=3, le=60, description="Modulus of the clock arithmetic capability.")
     popularity_decay: float = Field(0.6, gt=0.0, le=1.0, description="Guessing prior: the r-th most popular answer word is gold in unanswerable MCQs with weight decay**r (1 = flat).")
     heldout_fraction: float = Field(0.25, gt=0.0, lt=0.9, description="Share of each capability's instance keys reserved for probes, never in the corpus.")
+
+    @model_validator(mode="after")
+    def _target_within_known(self):
+        if self.n_target_entities > self.n_known_entities:
+            raise ValueError(f"n_target_entities: {self.n_target_entities} is more than n_known_entities "
+                             f"({self.n_known_entities}): the target asks about known entities")
+        return self
 
 
 def stable_hash(key: str) -> int:
@@ -59,7 +69,8 @@ class World:
     foods: list[str] = field(default_factory=list)
     city_of: dict[str, str] = field(default_factory=dict)
     popularity: dict[str, float] = field(default_factory=dict)
-    food_of: dict[str, str] = field(default_factory=dict)
+    food_of: dict[str, str] = field(default_factory=dict)  # every known entity (one draw each: the stream stays)
+    target: list[str] = field(default_factory=list)  # the entities of the target task: known[:n_target_entities]
 
     @classmethod
     def build(cls, cfg: WorldConfig) -> "World":
@@ -71,6 +82,7 @@ class World:
                 cities=CITIES[: cfg.n_cities], foods=FOODS[: cfg.n_foods])
         w.city_of = {e: rng.choice(w.cities) for e in w.known}
         w.food_of = {e: rng.choice(w.foods) for e in w.known}
+        w.target = w.known[: cfg.n_target_entities]
         # A prior over answers: a word's weight as the gold option of a question nobody can answer. The order is
         # random, so the base's guesses follow content, not a letter (docs/design.md, "Toy world").
         for pool in (w.cities, w.foods):
