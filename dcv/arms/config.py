@@ -9,7 +9,7 @@ size). An arm whose `match_budget_of` names another arm must have the same promp
 checkpoint steps (checked by the params schema), so the arms compare at equal budgets.
 
 Start: an arm trains from the base (`init: base`) or continues another arm's checkpoint (`init: sft`,
-`init_step: 50`; null = that arm's final checkpoint), seed by seed: seed s starts from the other arm's seed s (the
+`init_step: 25`; null = that arm's final checkpoint), seed by seed: seed s starts from the other arm's seed s (the
 study's RL continued from the SFT checkpoint). Its step counts restart at 0 there; its forgetting and circuits are
 still measured against the base.
 """

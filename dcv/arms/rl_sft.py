@@ -3,7 +3,7 @@
 The study (arXiv 2605.28860) adapts with SFT first and then runs RL from the SFT checkpoint; its public code had no
 such path. Here it is the GRPO trainer of arm `rl` with the study's loss (`dr_grpo`, rewards not scaled by their
 std, beta 0: no reference model) and a start (`init`, `init_step`: `dcv.arms.config`) on arm `sft`'s checkpoint,
-seed by seed. On the toy world it starts early in SFT (step 50): from SFT's final checkpoint every sampled answer
+seed by seed. On the toy world it starts early in SFT (step 25): from SFT's final checkpoint every sampled answer
 is already right, so every group's rewards are equal and GRPO has no gradient.
 """
 
