@@ -7,7 +7,10 @@ For every capability and every model: `base` (`models/base`) and `<arm>/seed-<s>
 `models/<arm>/seed-<s>/checkpoints/step-<n>/` of the seeds in `common.seeds` (step 0 is the base; `final/` holds the
 last checkpoint's weights, which is marked `"final": true`), on the scoring split
 (`data/prepared/probes/<capability>.jsonl`); the base also on the discovery split (`data/prepared/discovery/`), where
-score-dcv chooses the base circuit C0 (`dcv.splits`). Outs:
+score-dcv chooses the base circuit C0 (`dcv.splits`). A fine-tuned model's own and base-ranking curves are measured
+at `circuits.checkpoint_sizes` sizes (its `discovery_circuit` at every size of `faithfulness_sizes`); a capability of
+`circuits.study_capabilities` gets `<capability>.json` on the base only with `study_effects: base` (fine-tuned models:
+its DBM mask only). Outs:
 
     circuits/<model>/<capability>.json   method, per-head signed effects (mean, |e| mean, per pair), metric means,
                                          the model's own faithfulness curve, F of the base's ranking in this model
