@@ -379,7 +379,7 @@ def test_a_signal_during_a_store_write_is_raised_when_the_write_is_done(tmp_path
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    real = mlflow.log_metrics
+    real = mlflow.tracking.MlflowClient.log_batch
 
     def signalled(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -390,7 +390,7 @@ def test_a_signal_during_a_store_write_is_raised_when_the_write_is_done(tmp_path
     try:
         with pytest.raises(Interrupted):
             with StageRun("base", "exp", tmp_path, {}, {"dcv.stage": "base"}) as run:
-                monkeypatch.setattr(mlflow, "log_metrics", signalled)
+                monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_batch", signalled)  # the first step: written at once
                 run.log_step(1, {"loss": 0.5, "acc": {"ioi": 1.0}})
                 raise AssertionError("the interruption comes at the end of the write, before the stage goes on")
     finally:

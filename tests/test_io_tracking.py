@@ -62,6 +62,38 @@ def test_stage_run_logs_to_sqlite(tmp_path: Path, monkeypatch):
     assert [a.path for a in client.list_artifacts(rid, "model")] == ["model/w.txt"]
 
 
+def test_step_metrics_are_written_in_batches_and_all_by_the_runs_end(tmp_path: Path, monkeypatch):
+    """One store write for the first step, then none until BATCH metrics wait or FLUSH_S passes; an interrupted
+    stage still writes what waits, then ends KILLED."""
+    import mlflow
+
+    from dcv import tracking
+    from dcv.tracking import StageRun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(tracking, "BATCH", 10)
+    writes = []
+    real = mlflow.tracking.MlflowClient.log_batch
+
+    def counted(self, run_id, metrics=(), **kw):
+        if metrics:
+            writes.append(len(metrics))
+        return real(self, run_id, metrics=metrics, **kw)
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_batch", counted)
+    with pytest.raises(KeyboardInterrupt):
+        with StageRun("rl", "exp", tmp_path, {}, {"dcv.stage": "rl"}) as run:
+            for step in range(1, 8):
+                run.log_step(step, {"loss": 1.0 / step, "reward": step / 10})
+            assert writes == [2, 10]  # step 1 at once; steps 2-6 when 10 metrics waited
+            raise KeyboardInterrupt
+    assert writes == [2, 10, 2]
+    client = mlflow.tracking.MlflowClient(uri)
+    assert client.get_run(run.run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run.run_id, "reward")] == list(range(1, 8))
+
+
 def test_runs_record_their_process(tmp_path: Path, monkeypatch):
     import os
 
