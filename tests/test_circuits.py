@@ -137,6 +137,60 @@ def test_exact_matches_a_hand_patch_on_every_head_with_gqa():
             torch.testing.assert_close(e.per_pair[:, l, h], _manual_patch(model, batches[0], l, h), atol=1e-5, rtol=1e-4)
 
 
+def test_patched_forwards_start_at_their_first_patched_layer_and_give_the_same_m():
+    """With the clean layer outputs, a forward skips the layers below the first one its interventions patch (counted
+    here): m is the full forward's, for one-head, multi-layer and empty interventions; the layers compute again
+    after."""
+    from dcv.circuits import find_heads, pair_batches
+    from dcv.circuits.patching import clean_layer_outputs, one_hot_heads, patched_metric, probe_model
+
+    model = _model(seed=6, layers=3)
+    b = pair_batches(_tok(), _rows(4), batch_size=4)[0]
+    p = probe_model(model, [b])
+    run, sites = p.runs[0], find_heads(model)
+    choice = torch.cat([one_hot_heads(p.shape), one_hot_heads(p.shape)[:4].sum(0, keepdim=True) +
+                        one_hot_heads(p.shape)[-1:], torch.zeros(1, 3, 4, dtype=torch.long)])  # heads, L0 + L2, none
+    calls = [0, 0, 0]
+    hooks = [m.mlp.register_forward_pre_hook(lambda mod, a, l=l: calls.__setitem__(l, calls[l] + 1))
+             for l, m in enumerate(sites.layers)]  # runs only when the layer is computed
+    full = patched_metric(model, sites, run.batch, [run.corrupt_z], choice, 32)
+    assert calls == [1, 1, 1]
+    outs = clean_layer_outputs(model, sites, run.batch)
+    calls[:] = [0, 0, 0]
+    fast = patched_metric(model, sites, run.batch, [run.corrupt_z], choice, 32, outs)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast[-1], run.m_clean, atol=1e-5, rtol=1e-4)
+    # forwards: layer 0's heads, layer 1's, layer 2's, the L0 + L2 one (from layer 0), the empty one (no layer)
+    assert calls == [2, 3, 4]
+    for h in hooks:
+        h.remove()
+    assert not any("forward" in m.__dict__ for m in sites.layers)
+    torch.testing.assert_close(probe_model(model, [b]).runs[0].m_clean, run.m_clean)
+
+
+def test_the_last_mlp_at_the_answer_position_only_changes_neither_m_nor_its_gradients():
+    """`logits_at` with the sites runs the last layer's MLP on one position per row (padded rows of unequal length):
+    m and dm/d(embeddings) equal the full forward's."""
+    from dcv.circuits import find_heads, pair_batches
+    from dcv.circuits.patching import metric
+
+    model = _model(seed=7, layers=3)
+    sites = find_heads(model)
+    b = pair_batches(_tok(), _rows(6), batch_size=6)[0]
+    assert len(set(b.last.tolist())) > 1
+    seen = []
+    hook = sites.layers[-1].mlp.down_proj.register_forward_pre_hook(lambda mod, a: seen.append(a[0].shape[1]))
+    out = {}
+    for with_sites in (False, True):
+        x = model.get_input_embeddings()(b.clean).detach().requires_grad_(True)
+        m = metric(model, None, b.mask, b.last, b.answer, b.distractor, embeds=x, sites=sites if with_sites else None)
+        out[with_sites] = (m.detach(), torch.autograd.grad(m.sum(), x)[0])
+    hook.remove()
+    assert seen == [b.clean.shape[1], 1]
+    torch.testing.assert_close(out[True][0], out[False][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[True][1], out[False][1], atol=1e-5, rtol=1e-4)
+
+
 def test_gradient_methods_from_scratch_equal_the_cached_path_and_leave_grads_alone():
     """Without cached runs, eap / eap-ig take the clean run from their gradient pass: same effects and m as with
     `probe_model`'s runs, and the model's requires_grad flags are as before."""
@@ -361,6 +415,8 @@ def proj(project: Path, tmp_path: Path, monkeypatch) -> Path:
 def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
     import mlflow
 
+    from dcv.circuits.faithfulness import choosable_sizes
+
     r = _invoke("stage", "extract-circuits")
     assert r.exit_code == 0, r.output
     caps = sorted(p.stem for p in (proj / "data/prepared/probes").glob("*.jsonl"))
@@ -380,10 +436,12 @@ def test_stage_writes_every_model_and_capability_deterministically(proj: Path):
             assert pp.shape == (n[cap], 2, 4) and torch.allclose(pp.mean(0), e, atol=1e-4)
             f = c["faithfulness"]
             # every size on the base (faithfulness_sizes: all); circuits.checkpoint_sizes (5) on fine-tuned models,
-            # except the base's discovery ranking, where score-dcv reads F(C0)
+            # and the base's discovery ranking, where score-dcv reads F(C0), at the sizes it can choose C0 at
             assert f["k"] == (list(range(9)) if mid == "base" else [0, 2, 4, 6, 8])
             assert f["f"][0] == 0 and f["f"][-1] == pytest.approx(1, abs=1e-3)
-            assert c["discovery_circuit"]["k"] == list(range(9))
+            disc = json.loads((proj / f"circuits/discovery/base/{cap}.json").read_text())["faithfulness"]
+            assert c["discovery_circuit"]["k"] == (list(range(9)) if mid == "base" else
+                                                   choosable_sizes(disc["k"], disc["f"]))
             assert "seconds" not in c and set(c["metric"]) == {"clean", "corrupt", "empty"}
             if mid == "base":
                 assert c["base_circuit"] == f and c["cross_model"] is None

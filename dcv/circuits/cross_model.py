@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from dcv.circuits.patching import ProbedModel, one_hot_heads, patched_metric
+from dcv.circuits.patching import ProbedModel, clean_layer_outputs, one_hot_heads, patched_metric
 from dcv.errors import DcvError
 
 
@@ -24,6 +24,7 @@ def cross_model_effects(base: ProbedModel, donor: ProbedModel, heads_per_forward
         if rb.batch.index != rd.batch.index or not torch.equal(rb.batch.clean.cpu(), rd.batch.clean.cpu()):
             raise DcvError("cross-model patching needs the same probe pairs tokenised to the same ids in both models")
         src = [z.to(rb.clean_z[0].device, rb.clean_z[0].dtype) for z in rd.clean_z]
-        m = patched_metric(base.model, base.sites, rb.batch, [src], choice, heads_per_forward)
+        m = patched_metric(base.model, base.sites, rb.batch, [src], choice, heads_per_forward,
+                           clean_layer_outputs(base.model, base.sites, rb.batch))
         per_batch.append((m - rb.m_clean[None]).T.reshape(len(rb.batch), *base.shape))
     return base.gather(per_batch)

@@ -55,7 +55,7 @@ def answer_nll(p: ProbedModel, run: PairRun, mask: torch.Tensor) -> torch.Tensor
         w = mask[layer][None, None, :, None]
         return (w * z.float() + (1 - w) * run.corrupt_z[layer].float()).to(z.dtype)
 
-    with head_hooks(p.sites, mix), logits_at(p.model, b.last):
+    with head_hooks(p.sites, mix), logits_at(p.model, b.last, p.sites):
         out = p.model(input_ids=b.clean, attention_mask=b.mask, use_cache=False)
     logp = torch.log_softmax(out.logits[:, 0].float(), -1)  # [batch, vocab]
     return -logp.gather(1, b.answer[:, None]).sum()

@@ -20,8 +20,8 @@ import torch
 from dcv.circuits.faithfulness import head_order
 from dcv.circuits.hooks import HeadSites, find_heads, head_hooks
 from dcv.circuits.pairs import PairBatch
-from dcv.circuits.patching import (PairRun, ProbedModel, capture, frozen, metric, model_device, one_hot_heads,
-                                   patched_metric)
+from dcv.circuits.patching import (PairRun, ProbedModel, capture, clean_layer_outputs, frozen, metric, model_device,
+                                   one_hot_heads, patched_metric)
 
 
 @dataclass
@@ -74,7 +74,8 @@ def exact(p: ProbedModel, heads_per_forward: int) -> torch.Tensor:
     choice = one_hot_heads(p.shape)  # one intervention per head: its corrupted activation
     per_batch = []
     for run in p.runs:
-        m = patched_metric(p.model, p.sites, run.batch, [run.corrupt_z], choice, heads_per_forward)  # [L*H, batch]
+        m = patched_metric(p.model, p.sites, run.batch, [run.corrupt_z], choice, heads_per_forward,
+                           clean_layer_outputs(p.model, p.sites, run.batch))  # [L*H, batch]
         per_batch.append((m - run.m_clean[None]).T.reshape(len(run.batch), *p.shape))
     return p.gather(per_batch)
 
@@ -94,7 +95,8 @@ def exact_heads(p: ProbedModel, heads: list[tuple[int, int]], heads_per_forward:
     choice = one_hot_heads(p.shape)[[l * H + h for l, h in heads]]
     per_batch = []
     for run in p.runs:
-        m = patched_metric(p.model, p.sites, run.batch, [run.corrupt_z], choice, heads_per_forward)  # [n, batch]
+        m = patched_metric(p.model, p.sites, run.batch, [run.corrupt_z], choice, heads_per_forward,
+                           clean_layer_outputs(p.model, p.sites, run.batch))  # [n, batch]
         per_batch.append((m - run.m_clean[None]).T)
     return p.gather(per_batch)
 
@@ -126,7 +128,7 @@ def _ig_pass(p_model, sites: HeadSites, b: PairBatch, alphas: torch.Tensor, chun
 
         with torch.enable_grad(), frozen(p_model), head_hooks(sites, keep):
             m = metric(p_model, None, b.mask.repeat(A, 1), b.last.repeat(A), b.answer.repeat(A),
-                       b.distractor.repeat(A), embeds=x)
+                       b.distractor.repeat(A), embeds=x, sites=sites)
             grads = torch.autograd.grad(m.sum(), zs)
         if 1.0 in a.tolist():
             i = a.tolist().index(1.0)
