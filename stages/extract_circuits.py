@@ -8,7 +8,8 @@ For every capability and every model: `base` (`models/base`) and `<arm>/seed-<s>
 last checkpoint's weights, which is marked `"final": true`), on the scoring split
 (`data/prepared/probes/<capability>.jsonl`); the base also on the discovery split (`data/prepared/discovery/`), where
 score-dcv chooses the base circuit C0 (`dcv.splits`). A fine-tuned model's own and base-ranking curves are measured
-at `circuits.checkpoint_sizes` sizes (its `discovery_circuit` at every size of `faithfulness_sizes`); a capability of
+at `circuits.checkpoint_sizes` sizes, its `discovery_circuit` at each size where score-dcv may choose C0 (the base's
+discovery curve rises there: `dcv.circuits.faithfulness.choosable_sizes`); a capability of
 `circuits.study_capabilities` gets `<capability>.json` on the base only with `study_effects: base` (fine-tuned models:
 its DBM mask only). Outs:
 
@@ -160,7 +161,7 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
                     probed = x.probed
                     record = {**x.record, "split": SCORING_SPLIT}
                     if cap in disc:
-                        record["discovery_circuit"] = order_curve(x, disc[cap].order, p)
+                        record["discovery_circuit"] = order_curve(x, disc[cap], p, base=entry.is_base)
                     write_circuit(out, entry, cap, record, ctx.root)
                 if cap in p.study_capabilities:
                     mask = study_mask(probed, study_method, p.heads_per_forward)
@@ -245,15 +246,19 @@ def discover(out: Path, model, tok, entry: ModelRef, caps: dict[str, list[dict]]
     return curves
 
 
-def order_curve(x, order: list, p) -> dict:
-    """F of the top-k heads of `order` (the base's discovery ranking) in the model of extraction `x`, on its own
-    (scoring) pairs, at the same circuit sizes as its other curves: {k, f, cpr, order}."""
+def order_curve(x, disc, p, base: bool) -> dict:
+    """F of the top-k heads of the base's discovery ranking (curve `disc`) in the model of extraction `x`, on its
+    own (scoring) pairs: {k, f, cpr, order}. The base: at every size of `faithfulness_sizes`. Another model: at the
+    sizes score-dcv can choose C0 at from `disc` for any `dcv.faithfulness_target` (`choosable_sizes`), the only
+    ones it reads there (about half of them)."""
     from dcv.circuits.extract import rounded
-    from dcv.circuits.faithfulness import circuit_sizes, faithfulness_curve, head_means
+    from dcv.circuits.faithfulness import choosable_sizes, circuit_sizes, faithfulness_curve, head_means
 
     L, H = x.probed.shape
-    c = faithfulness_curve(x.probed, order, circuit_sizes(L * H, p.faithfulness_sizes), p.heads_per_forward,
-                           head_means(x.probed))
+    sizes = circuit_sizes(L * H, p.faithfulness_sizes)
+    if not base:
+        sizes = choosable_sizes(disc.k, rounded(disc.f))  # the values score-dcv reads (rounded as in the JSON)
+    c = faithfulness_curve(x.probed, disc.order, sizes, p.heads_per_forward, head_means(x.probed))
     return {"k": c.k, "f": rounded(c.f), "cpr": rounded(c.cpr), "order": [list(h) for h in c.order]}
 
 

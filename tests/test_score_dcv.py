@@ -72,6 +72,27 @@ def test_base_circuit_is_the_smallest_faithful_top_k(tmp_path: Path):
     assert c0.chance_preserved == 2 / 8 and not c0.majority and unreachable.majority
 
 
+def test_c0_is_always_at_a_choosable_size(tmp_path: Path):
+    """extract-circuits measures a fine-tuned model's discovery curve at `choosable_sizes` of the base's only: on
+    curves that rise and fall, every target's C0 is at one of them, and they are fewer than all sizes."""
+    import numpy as np
+
+    from dcv.circuits.faithfulness import choosable_sizes
+    from dcv.scoring.measures import base_circuit
+
+    synthetic.write(tmp_path)
+    base = _load(tmp_path, "base")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        f = [0.0, *np.round(np.cumsum(rng.normal(0.15, 0.3, len(base.base_k) - 1)), 3).tolist()]
+        curve = dataclasses.replace(base, base_f=f)
+        sizes = choosable_sizes(base.base_k, f)
+        assert 0 in sizes and max(base.base_k) in sizes
+        for target in np.linspace(0.01, 1.0, 34):
+            assert base_circuit(curve, float(target)).k in sizes, (f, target)
+    assert len(choosable_sizes(base.base_k, [0.0, 0.5, 0.4, 0.9, 0.3, 0.6, 1.0, 0.2, 0.95])) == 5  # 0, 1, 3, 6, 8
+
+
 def test_c0_is_chosen_on_the_discovery_split_not_the_scoring_split(tmp_path: Path):
     """A discovery file whose ranking puts another head second: C0 follows it, and F(C0 | M) is read from every
     scoring file's `discovery_circuit` (the curve of that ranking on the scoring pairs)."""

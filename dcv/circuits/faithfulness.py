@@ -61,6 +61,19 @@ def circuit_sizes(n_heads: int, sizes: str | int = "all") -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_heads, sizes)})
 
 
+def choosable_sizes(k: list[int], f: list[float | None]) -> list[int]:
+    """The sizes of a curve (k, f) that the rule "the smallest k >= 1 with F >= target, else the largest k" can pick,
+    whatever the target: each k >= 1 whose F exceeds F at every smaller k >= 1, and the largest k; with 0 (the empty
+    circuit every curve needs). Measuring another model's curve of the same ranking at these sizes only gives F at
+    whichever base circuit that rule chooses on this curve."""
+    out, best = {0, max(k)}, -np.inf
+    for kk, ff in sorted(zip(k, f)):
+        if kk >= 1 and ff is not None and np.isfinite(ff) and ff > best:
+            out.add(kk)
+            best = ff
+    return sorted(out)
+
+
 def head_order(effects: torch.Tensor | np.ndarray) -> list[tuple[int, int]]:
     """Heads (layer, head) by |effect| descending; ties in (layer, head) order."""
     e = np.abs(np.asarray(effects, dtype=np.float64))
