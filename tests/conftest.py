@@ -36,7 +36,9 @@ TINY = {
     "sft": {"save_steps": None},
     "rl": {"save_steps": None},
     "protect": {"save_steps": None},
-    "rl_sft": {"save_steps": None, "init_step": None},  # continues sft's final checkpoint
+    # continues sft's final checkpoint; sft's steps (every 200 of 400 until a test sets its own), so dcv.pairs'
+    # [sft, rl_sft] has a common step
+    "rl_sft": {"save_steps": None, "init_step": None, "max_steps": 400, "save_every": 200},
 }
 
 
