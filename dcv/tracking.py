@@ -378,8 +378,8 @@ class ChildRun:
 
 class StepMetrics:
     """Metrics of one run by step, written in batches: at once for the first, then when BATCH are pending or FLUSH_S
-    has passed since the last write, and on `flush` (the run's end, killed or not). A GRPO step of the toy world
-    takes ~0.25 s and a store write ~20 ms: one write per step cost ~8% of the arm."""
+    has passed since the last write, and on `flush` (the run's end, killed or not). Measured on the toy world's GRPO
+    (about 20 metrics a step): 150 steps took 47.6 s with a write per step, 47.0 s batched."""
 
     def __init__(self, client, run_id: str):
         self.client, self.run_id = client, run_id
