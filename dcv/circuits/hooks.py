@@ -159,20 +159,28 @@ def layer_outputs(sites: HeadSites) -> Iterator[list]:
 
 @contextlib.contextmanager
 def skip_below(sites: HeadSites, start: int, outputs: list, repeat: int = 1) -> Iterator[None]:
-    """While open, decoder layers below `start` are not computed: layer i returns `outputs[i]` (its recorded output
-    on the same prompts, `layer_outputs`), stacked `repeat` times along the batch. Exact when nothing below `start`
-    is patched: the layers there see the unpatched input, so they would compute the same values."""
+    """While open, decoder layers below `start` are not computed: layer start - 1 returns `outputs[start - 1]` (its
+    recorded output on the same prompts, `layer_outputs`) stacked `repeat` times along the batch, the layers below it
+    pass their input on (nothing reads it). Exact when nothing below `start` is patched: the layers there see the
+    unpatched input, so they would compute the same values."""
 
     def stacked(out):
         if isinstance(out, tuple):
             return (out[0].repeat(repeat, *[1] * (out[0].dim() - 1)), *out[1:])
         return out.repeat(repeat, *[1] * (out.dim() - 1))
 
+    def passed(i: int):
+        def forward(*args, **kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            return (h,) if isinstance(outputs[i], tuple) else h
+
+        return forward
+
     saved = []
     for i in range(min(start, sites.n_layers)):
         m = sites.layers[i]
         saved.append((m, m.__dict__.get("forward")))  # an instance forward (accelerate's hooks) is put back
-        m.forward = (lambda out: lambda *a, **k: out)(stacked(outputs[i]))
+        m.forward = passed(i) if i < start - 1 else (lambda out: lambda *a, **k: stacked(out))(outputs[i])
     try:
         yield
     finally:
