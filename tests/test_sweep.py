@@ -122,7 +122,7 @@ MAKE_ARMS = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow
+@pytest.mark.slow(cost=90)
 def test_queued_experiments_in_a_dvc_repo_make_a_sweep_report(tmp_path: Path):
     """A tiny pipeline (prepare-data, base, stand-in arms whose weight noise grows with the learning rate, and the
     real evaluate-forgetting, extract-circuits and score-dcv), two queued experiments at two learning rates, run by
@@ -158,7 +158,7 @@ def test_queued_experiments_in_a_dvc_repo_make_a_sweep_report(tmp_path: Path):
         if "Queued" not in st and "Running" not in st:
             break
         assert time.time() < deadline, st
-        time.sleep(5)
+        time.sleep(2)
     assert st.count("Success") == 2, st + "\n".join(p.read_text()[-2000:] for p in (repo / ".dvc/tmp/exps/run").rglob("*.out"))
     r = run(["dcv", "sweep", "report", "--n-bootstrap", "50"], repo)
     assert r.returncode == 0, r.stdout + r.stderr
