@@ -19,7 +19,8 @@ show` drops the lists those files hold; the workspace's from disk), and writes t
     summary.json   the numbers of report.md
 
 A run is one (experiment, arm, seed); experiments whose metrics are identical (the workspace and its baseline
-commit) count once.
+commit) count once, and so does a run two of them hold (same arm, seed and params but the seed list: the baseline
+at one experiment's learning rates with fewer seeds), in the experiment; the report's "Left out" names each.
 """
 
 from __future__ import annotations
@@ -90,11 +91,11 @@ class Experiment:
 
 
 def _entries(show: list) -> list[tuple[str, str, dict]]:
-    """(name, rev, params.yaml data) of every row of `dvc exp show --json`: the workspace, baseline commits and
-    their experiments."""
-    out = []
+    """(name, rev, params.yaml data) of every row of `dvc exp show --json`: the experiments first, then the
+    workspace and baseline commits (so that a run both hold is counted in its experiment; `run_points`)."""
+    exps, tops = [], []
 
-    def add(e):
+    def add(e, out):
         data = e.get("data") or {}
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         out.append((e.get("name") or e.get("rev"), e.get("rev"), params))
@@ -102,12 +103,12 @@ def _entries(show: list) -> list[tuple[str, str, dict]]:
     for row in show:
         if row.get("error"):
             continue
-        add(row)
+        add(row, tops)
         for group in row.get("experiments") or []:
             for e in group.get("revs") or []:
                 if not e.get("error"):
-                    add(e)
-    return out
+                    add(e, exps)
+    return exps + tops
 
 
 def git_reader(root: Path):
@@ -148,14 +149,31 @@ def learning_rate(e: Experiment, arm: str):
     return (e.params.get(arm) or {}).get("learning_rate")
 
 
-def run_points(exps: list[Experiment]) -> list[dict]:
+def run_key(e: Experiment, arm: str, seed: str) -> str:
+    """What makes a run: its arm, its seed and every param but the list of seeds (which only says which runs an
+    experiment holds)."""
+    params = {k: ({kk: vv for kk, vv in v.items() if kk != "seeds"} if k == "common" and isinstance(v, dict) else v)
+              for k, v in e.params.items()}
+    return json.dumps([arm, int(seed), params], sort_keys=True)
+
+
+def run_points(exps: list[Experiment], notes: list[str] | None = None) -> list[dict]:
     """One row per experiment, arm, seed and checkpoint (step > 0): target and prior accuracy, forgetting and every
-    predictor (means over capabilities, from score-dcv's `checkpoints`)."""
-    rows = []
+    predictor (means over capabilities, from score-dcv's `checkpoints`). A run that an earlier experiment already
+    holds (same arm, seed and params: the baseline commit at the learning rate of one experiment, with fewer seeds)
+    is counted once, there; `notes` gets a line for each one left out."""
+    rows, seen = [], {}
     for e in exps:
         score = {(p["arm"], p["seed"], p["step"]): p for p in e.score["checkpoints"]}
         for arm, a in sorted(e.forgetting["arms"].items()):
             for seed, v in sorted(a["seeds"].items(), key=lambda kv: int(kv[0])):
+                key = run_key(e, arm, seed)
+                if key in seen:
+                    if notes is not None:
+                        notes.append(f"{e.name}/{arm}/seed-{seed}: the same run as {seen[key]}/{arm}/seed-{seed} "
+                                     f"(same params and seed), counted once")
+                    continue
+                seen[key] = e.name
                 for c in v["checkpoints"]:
                     if c["step"] == 0:
                         continue
@@ -186,12 +204,13 @@ def best_prior_at(front: list[tuple[float, float]], level: float) -> float | Non
     return max(ys) if ys else None
 
 
-def summarize(exps: list[Experiment], n_boot: int, seed: int, n_levels: int = 5) -> dict:
+def summarize(exps: list[Experiment], n_boot: int, seed: int, n_levels: int = 5,
+              notes: list[str] | None = None) -> dict:
     import numpy as np
 
     from dcv.scoring.predictors import analyse
 
-    rows = run_points(exps)
+    rows = run_points(exps, notes)
     arms = sorted({r["arm"] for r in rows})
     base = [(e.forgetting["base"]["target_accuracy"], e.forgetting["base"]["prior_accuracy"]) for e in exps]
     fronts = {a: frontier([(r["target_accuracy"], r["prior_accuracy"]) for r in rows if r["arm"] == a] + base[:1])
@@ -201,7 +220,7 @@ def summarize(exps: list[Experiment], n_boot: int, seed: int, n_levels: int = 5)
     levels = [round(lo + (top - lo) * (i + 1) / n_levels, 6) for i in range(n_levels)] if top > lo else []
     return {
         "experiments": [{"name": e.name, "rev": e.rev, "learning_rate": {a: learning_rate(e, a) for a in arms},
-                         "seeds": e.score.get("seeds")} for e in exps],
+                         "seeds": e.score.get("seeds")} for e in exps if any(r["experiment"] == e.name for r in rows)],
         "arms": arms, "n_runs": len({r["run"] for r in rows}),
         "runs_per_arm": {a: len({r["run"] for r in rows if r["arm"] == a}) for a in arms},
         "base": {"target_accuracy": base[0][0], "prior_accuracy": base[0][1]} if base else None,
@@ -279,7 +298,7 @@ def report(root: Path, out: Path, exp_json: str | None, all_commits: bool, n_boo
     if not exps:
         raise DcvError("dvc exp show: no experiment with metrics/evaluate-forgetting.json and metrics/score-dcv.json "
                        "(run the sweep first: dcv sweep queue, dvc queue start)")
-    summary = summarize(exps, n_boot, seed)
+    summary = summarize(exps, n_boot, seed, notes=notes)
     with io.atomic_dir(out) as d:
         write_report(summary, d, notes)
     return out / "report.md"

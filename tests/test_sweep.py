@@ -78,7 +78,7 @@ def test_report_reads_every_experiment_and_pools_their_runs(tmp_path: Path):
     show = [{**exp("workspace", 1e-4), "experiments": None},
             {**exp("base-commit", 1e-4), "experiments": [{"revs": [exp("e1", 5e-4)]}, {"revs": [exp("e2", 1e-3)]}]}]
     exps, notes = experiments(show, lambda rev, path: files.get(rev, {}).get(path))
-    assert [e.name for e in exps] == ["workspace", "e1"]
+    assert [e.name for e in exps] == ["e1", "workspace"]  # experiments first, then the workspace
     assert notes == ["e2: no metrics/score-dcv.json (not run to the end)"]
     s = summarize(exps, 200, 0)
     assert s["n_runs"] == 2 * 2 * 2 and s["runs_per_arm"] == {"rl": 4, "sft": 4}
@@ -93,6 +93,32 @@ def test_report_reads_every_experiment_and_pools_their_runs(tmp_path: Path):
     assert (tmp_path / "out/pareto.png").read_bytes()[:4] == b"\x89PNG"
     rows = (tmp_path / "out/runs.csv").read_text().splitlines()
     assert rows[0].startswith("experiment,arm,seed,step,learning_rate") and len(rows) == 1 + 2 * 2 * 2 * 2
+
+
+def test_a_run_two_experiments_hold_counts_once_in_the_experiment(tmp_path: Path):
+    """The baseline commit at one experiment's learning rate, with fewer seeds (the sweep's seeds 0-4 against the
+    pipeline's 0-2): its runs are the experiment's, so they count once, in the experiment, and each is noted."""
+    from stages.sweep import experiments, summarize
+
+    files = {}
+    for name, seeds in (("workspace", (0, 1)), ("e1", (0, 1, 2))):
+        d = tmp_path / name
+        d.mkdir()
+        fg, sc = _experiment(d, {"sft": 0.6, "rl": 0.15}, seeds)
+        files[name] = {"metrics/evaluate-forgetting.json": json.dumps(fg), "metrics/score-dcv.json": json.dumps(sc)}
+    exp = lambda name, seeds, lr: {"rev": name, "name": name, "data": {"params": {"params.yaml": {"data": {  # noqa: E731
+        "common": {"seeds": list(seeds)}, "sft": {"learning_rate": lr}, "rl": {"learning_rate": lr}}}}}, "error": None}
+    show = [{**exp("workspace", (0, 1), 1e-4), "experiments": [{"revs": [exp("e1", (0, 1, 2), 1e-4)]}]}]
+    exps, notes = experiments(show, lambda rev, path: files.get(rev, {}).get(path))
+    assert [e.name for e in exps] == ["e1", "workspace"] and notes == []
+    s = summarize(exps, 50, 0, notes=notes)
+    assert s["runs_per_arm"] == {"rl": 3, "sft": 3} and {r["experiment"] for r in s["rows"]} == {"e1"}
+    assert [e["name"] for e in s["experiments"]] == ["e1"]
+    assert sorted(notes) == [f"workspace/{a}/seed-{i}: the same run as e1/{a}/seed-{i} (same params and seed), counted "
+                             f"once" for a in ("rl", "sft") for i in (0, 1)]
+    show[0]["data"]["params"]["params.yaml"]["data"]["sft"]["learning_rate"] = 2e-4  # other params: other runs
+    exps, notes = experiments(show, lambda rev, path: files.get(rev, {}).get(path))
+    assert summarize(exps, 50, 0, notes=notes)["runs_per_arm"] == {"rl": 5, "sft": 5} and notes == []
 
 
 MAKE_ARMS = textwrap.dedent('''
