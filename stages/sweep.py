@@ -90,9 +90,10 @@ class Experiment:
     score: dict  # metrics/score-dcv.json
 
 
-def _entries(show: list) -> list[tuple[str, str, dict]]:
-    """(name, rev, params.yaml data) of every row of `dvc exp show --json`: the experiments first, then the
-    workspace and baseline commits (so that a run both hold is counted in its experiment; `run_points`)."""
+def _entries(show: list, notes: list[str]) -> list[tuple[str, str, dict]]:
+    """(name, rev, params.yaml data) of every row of `dvc exp show --json`: the finished experiments first, then the
+    workspace and baseline commits (so that a run both hold is counted in its experiment; `run_points`). A queued,
+    running or failed experiment is left out with a note: its commit holds its params but the baseline's metrics."""
     exps, tops = [], []
 
     def add(e, out):
@@ -105,9 +106,14 @@ def _entries(show: list) -> list[tuple[str, str, dict]]:
             continue
         add(row, tops)
         for group in row.get("experiments") or []:
+            state = (group.get("executor") or {}).get("state")
             for e in group.get("revs") or []:
-                if not e.get("error"):
-                    add(e, exps)
+                if e.get("error"):
+                    continue
+                if state not in (None, "success"):
+                    notes.append(f"{e.get('name') or e.get('rev')}: {state} (not finished)")
+                    continue
+                add(e, exps)
     return exps + tops
 
 
@@ -125,7 +131,7 @@ def git_reader(root: Path):
 def experiments(show: list, read) -> tuple[list[Experiment], list[str]]:
     """The experiments with both metrics files (deduplicated by their content) and notes on those left out."""
     seen, out, notes = set(), [], []
-    for name, rev, params in _entries(show):
+    for name, rev, params in _entries(show, notes):
         texts = [read(rev, f) for f in FILES]
         if any(t is None for t in texts):
             notes.append(f"{name}: no {' / '.join(f for f, t in zip(FILES, texts) if t is None)} (not run to the end)")
@@ -263,7 +269,7 @@ def write_report(summary: dict, out: Path, notes: list[str]) -> Path:
           + "); every number is read from each experiment's `metrics/evaluate-forgetting.json` and "
             "`metrics/score-dcv.json`.", "",
           _table(["experiment", "commit"] + [f"lr {a.upper()}" for a in arms] + ["seeds"],
-                 [[e["name"], e["rev"][:7]] + [str(e["learning_rate"][a]) for a in arms]
+                 [[e["name"], e["rev"] if e["rev"] == "workspace" else e["rev"][:7]] + [str(e["learning_rate"][a]) for a in arms]
                   + [", ".join(str(s) for s in e["seeds"] or [])] for e in exps]), "",
           "![Target accuracy against prior accuracy over the sweep](pareto.png)", "",
           "*Every checkpoint of every run (dots) and each arm's Pareto frontier (line: the best prior accuracy kept "

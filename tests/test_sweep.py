@@ -97,7 +97,8 @@ def test_report_reads_every_experiment_and_pools_their_runs(tmp_path: Path):
 
 def test_a_run_two_experiments_hold_counts_once_in_the_experiment(tmp_path: Path):
     """The baseline commit at one experiment's learning rate, with fewer seeds (the sweep's seeds 0-4 against the
-    pipeline's 0-2): its runs are the experiment's, so they count once, in the experiment, and each is noted."""
+    pipeline's 0-2): its runs are the experiment's, so they count once, in the experiment, and each is noted.
+    Experiments not finished are left out: their commits hold their params beside the baseline's metrics."""
     from stages.sweep import experiments, summarize
 
     files = {}
@@ -108,9 +109,15 @@ def test_a_run_two_experiments_hold_counts_once_in_the_experiment(tmp_path: Path
         files[name] = {"metrics/evaluate-forgetting.json": json.dumps(fg), "metrics/score-dcv.json": json.dumps(sc)}
     exp = lambda name, seeds, lr: {"rev": name, "name": name, "data": {"params": {"params.yaml": {"data": {  # noqa: E731
         "common": {"seeds": list(seeds)}, "sft": {"learning_rate": lr}, "rl": {"learning_rate": lr}}}}}, "error": None}
-    show = [{**exp("workspace", (0, 1), 1e-4), "experiments": [{"revs": [exp("e1", (0, 1, 2), 1e-4)]}]}]
+    files["e2"] = files["e3"] = files["workspace"]  # a queued or running experiment's commit: the baseline's metrics
+    show = [{**exp("workspace", (0, 1), 1e-4), "experiments": [
+        {"revs": [exp("e1", (0, 1, 2), 1e-4)], "executor": {"state": "success"}},
+        {"revs": [exp("e2", (0, 1, 2), 5e-4)], "executor": {"state": "running"}},
+        {"revs": [exp("e3", (0, 1, 2), 1e-3)], "executor": {"state": "queued"}}]}]
     exps, notes = experiments(show, lambda rev, path: files.get(rev, {}).get(path))
-    assert [e.name for e in exps] == ["e1", "workspace"] and notes == []
+    assert [e.name for e in exps] == ["e1", "workspace"]
+    assert notes == ["e2: running (not finished)", "e3: queued (not finished)"]
+    notes = []
     s = summarize(exps, 50, 0, notes=notes)
     assert s["runs_per_arm"] == {"rl": 3, "sft": 3} and {r["experiment"] for r in s["rows"]} == {"e1"}
     assert [e["name"] for e in s["experiments"]] == ["e1"]
@@ -118,7 +125,7 @@ def test_a_run_two_experiments_hold_counts_once_in_the_experiment(tmp_path: Path
                              f"once" for a in ("rl", "sft") for i in (0, 1)]
     show[0]["data"]["params"]["params.yaml"]["data"]["sft"]["learning_rate"] = 2e-4  # other params: other runs
     exps, notes = experiments(show, lambda rev, path: files.get(rev, {}).get(path))
-    assert summarize(exps, 50, 0, notes=notes)["runs_per_arm"] == {"rl": 5, "sft": 5} and notes == []
+    assert summarize(exps, 50, 0, notes=notes)["runs_per_arm"] == {"rl": 5, "sft": 5} and len(notes) == 2
 
 
 MAKE_ARMS = textwrap.dedent('''
