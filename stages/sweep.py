@@ -12,7 +12,8 @@ every arm, and any other overrides) and runs `dvc exp run --queue -n <name>-<i> 
 show` drops the lists those files hold; the workspace's from disk), and writes to `--out`:
 
     report.md      the frontier of target accuracy against prior accuracy per arm, the best prior accuracy each arm
-                   keeps at given target accuracies, and the R² table of forgetting against every predictor
+                   keeps at given target accuracies, where each run ends (per arm and learning rate, mean ± SD over
+                   seeds), and the R² table of forgetting against every predictor
                    (`dcv.scoring.predictors`) over every run of the sweep, intervals resampling whole runs
     pareto.png     every checkpoint of every run (dots) and each arm's frontier (line)
     runs.csv       one row per experiment, arm, seed and checkpoint
@@ -210,6 +211,23 @@ def best_prior_at(front: list[tuple[float, float]], level: float) -> float | Non
     return max(ys) if ys else None
 
 
+def finals(rows: list[dict]) -> list[dict]:
+    """Per experiment and arm, each run's last checkpoint: mean and SD over seeds of target and prior accuracy (the
+    end points RL's Razor compares at each learning rate)."""
+    import numpy as np
+
+    out = []
+    for e in dict.fromkeys(r["experiment"] for r in rows):
+        for a in sorted({r["arm"] for r in rows if r["experiment"] == e}):
+            last = [r for r in rows if r["experiment"] == e and r["arm"] == a and r["final"]]
+            t, q = (np.array([r[k] for r in last], float) for k in ("target_accuracy", "prior_accuracy"))
+            sd = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else None)
+            out.append({"experiment": e, "arm": a, "learning_rate": last[0]["learning_rate"], "n_seeds": len(last),
+                        "step": max(r["step"] for r in last), "target_accuracy": float(t.mean()),
+                        "target_accuracy_sd": sd(t), "prior_accuracy": float(q.mean()), "prior_accuracy_sd": sd(q)})
+    return out
+
+
 def summarize(exps: list[Experiment], n_boot: int, seed: int, n_levels: int = 5,
               notes: list[str] | None = None) -> dict:
     import numpy as np
@@ -233,9 +251,16 @@ def summarize(exps: list[Experiment], n_boot: int, seed: int, n_levels: int = 5,
         "frontier": {a: [list(p) for p in fronts[a]] for a in arms},
         "best_prior_accuracy": [{"target_accuracy": lv, **{a: best_prior_at(fronts[a], lv) for a in arms}}
                                 for lv in levels],
+        "finals": finals(rows),
         "predictors": analyse({"model": rows}, arms, n_boot, np.random.default_rng(seed))["model"],
         "rows": rows,
     }
+
+
+def _mean_sd(m: float, sd: float | None) -> str:
+    from dcv.report.stats import fmt
+
+    return fmt(m) + ("" if sd is None else f" ± {fmt(sd)}")
 
 
 def write_report(summary: dict, out: Path, notes: list[str]) -> Path:
@@ -278,6 +303,13 @@ def write_report(summary: dict, out: Path, notes: list[str]) -> Path:
                  [[fmt(lv["target_accuracy"])] + [fmt(lv[a]) for a in arms] for lv in summary["best_prior_accuracy"]]),
           "", "*Read off each arm's frontier: of the checkpoints that reach the target accuracy, the one that kept the "
               "most prior accuracy.*", "",
+          "## Where each run ends", "",
+          _table(["arm", "learning rate", "experiment", "seeds", "step", "target accuracy", "prior accuracy"],
+                 [[f["arm"].upper(), str(f["learning_rate"]), f["experiment"], str(f["n_seeds"]), str(f["step"]),
+                   _mean_sd(f["target_accuracy"], f["target_accuracy_sd"]),
+                   _mean_sd(f["prior_accuracy"], f["prior_accuracy_sd"])]
+                  for f in sorted(summary["finals"], key=lambda f: (f["arm"], f["learning_rate"] or 0))]), "",
+          "*Each run's last checkpoint, mean ± SD over seeds.*", "",
           "## What predicts forgetting over the sweep", "",
           _r2_table(summary["predictors"], arms, "model"), "",
           "*R² of forgetting against each predictor over every checkpoint of every run of the sweep; 95% intervals "

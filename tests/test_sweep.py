@@ -87,9 +87,16 @@ def test_report_reads_every_experiment_and_pools_their_runs(tmp_path: Path):
     for front in s["frontier"].values():
         xs = [x for x, _ in front]
         assert xs == sorted(xs) and [y for _, y in front] == sorted((y for _, y in front), reverse=True)
+    ends = {(f["experiment"], f["arm"]): f for f in s["finals"]}
+    assert set(ends) == {(e, a) for e in ("workspace", "e1") for a in ("sft", "rl")}
+    for (e, a), f in ends.items():  # each run's last checkpoint, averaged over its two seeds
+        last = [r for r in s["rows"] if r["experiment"] == e and r["arm"] == a and r["final"]]
+        assert f["n_seeds"] == 2 and f["learning_rate"] == (1e-4 if e == "workspace" else 5e-4)
+        assert f["prior_accuracy"] == pytest.approx(sum(r["prior_accuracy"] for r in last) / 2)
     path = write_report(s, tmp_path / "out", notes)
     text = path.read_text()
     assert "# The Pareto sweep" in text and "pareto.png" in text and "e2: no metrics/score-dcv.json" in text
+    assert "## Where each run ends" in text
     assert (tmp_path / "out/pareto.png").read_bytes()[:4] == b"\x89PNG"
     rows = (tmp_path / "out/runs.csv").read_text().splitlines()
     assert rows[0].startswith("experiment,arm,seed,step,learning_rate") and len(rows) == 1 + 2 * 2 * 2 * 2
