@@ -42,17 +42,6 @@ TINY = {
 }
 
 
-def pytest_collection_modifyitems(items: list) -> None:
-    """Longest first: slow tests by their `cost` (`@pytest.mark.slow(cost=S)`, rough seconds on 2 cores), then the
-    rest in file order. xdist hands tests out in this order, so the long end-to-end runs start at once on both
-    workers and the short tests fill the gaps, instead of one long test starting last on an otherwise idle suite."""
-    def cost(item) -> float:
-        mark = item.get_closest_marker("slow")
-        return mark.kwargs.get("cost", 1.0) if mark else 0.0
-
-    items.sort(key=lambda item: -cost(item))  # stable: ties keep their collection order
-
-
 def deep_update(d: dict, u: dict) -> dict:
     for k, v in u.items():
         d[k] = deep_update(dict(d.get(k) or {}), v) if isinstance(v, dict) else v

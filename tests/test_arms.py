@@ -476,7 +476,7 @@ def test_bad_target_input_is_one_line_and_writes_nothing(armdir: Path, arm: str,
     assert not (armdir / "mlflow.db").exists()
 
 
-@pytest.mark.slow(cost=100)
+@pytest.mark.slow
 def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp_path: Path):
     """One tiny DVC pipeline up to extract-circuits: a second repro runs nothing; a circuits key reruns only the
     extraction; an sft-only key sft and rl_sft (which continues sft), a protect-only key only protect. Every arm feeds

@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import make_repo, run
 
-pytestmark = pytest.mark.slow(cost=25)
+pytestmark = pytest.mark.slow
 
 
 def _repro(repo: Path, *targets: str) -> str:

@@ -145,7 +145,7 @@ def test_bad_real_input_is_one_line_naming_file_and_key_and_writes_nothing(tmp_p
 
 
 @needs_shared
-@pytest.mark.slow(cost=110)
+@pytest.mark.slow
 def test_study_profile_runs_every_stage_on_a_tiny_qwen(tmp_path: Path, monkeypatch, qwen_model):
     project = study_project(tmp_path / "p", qwen_model, monkeypatch)
     r = CliRunner().invoke(app, ["check"])

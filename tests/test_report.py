@@ -139,7 +139,7 @@ def test_report_without_inputs_stops_with_one_line(workdir: Path):
     assert not (workdir / "reports").exists() and not (workdir / "mlflow.db").exists()
 
 
-@pytest.mark.slow(cost=40)
+@pytest.mark.slow
 def test_dvc_reruns_only_what_a_param_feeds(tmp_path: Path, monkeypatch):
     """dvc repro of score-dcv, evaluate-forgetting and report (upstream outputs made by hand): editing
     dcv.faithfulness_target reruns only score-dcv and report; forgetting.adaptation_fraction only

@@ -162,7 +162,7 @@ MAKE_ARMS = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow(cost=90)
+@pytest.mark.slow
 def test_queued_experiments_in_a_dvc_repo_make_a_sweep_report(tmp_path: Path):
     """A tiny pipeline (prepare-data, base, stand-in arms whose weight noise grows with the learning rate, and the
     real evaluate-forgetting, extract-circuits and score-dcv), two queued experiments at two learning rates, run by
