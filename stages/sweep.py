@@ -214,17 +214,20 @@ def best_prior_at(front: list[tuple[float, float]], level: float) -> float | Non
 def finals(rows: list[dict]) -> list[dict]:
     """Per experiment and arm, each run's last checkpoint: mean and SD over seeds of target and prior accuracy (the
     end points RL's Razor compares at each learning rate)."""
-    import numpy as np
+    from dcv.stats import mean, sd
 
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["final"]:
+            groups.setdefault((r["experiment"], r["arm"]), []).append(r)
     out = []
-    for e in dict.fromkeys(r["experiment"] for r in rows):
-        for a in sorted({r["arm"] for r in rows if r["experiment"] == e}):
-            last = [r for r in rows if r["experiment"] == e and r["arm"] == a and r["final"]]
-            t, q = (np.array([r[k] for r in last], float) for k in ("target_accuracy", "prior_accuracy"))
-            sd = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else None)
-            out.append({"experiment": e, "arm": a, "learning_rate": last[0]["learning_rate"], "n_seeds": len(last),
-                        "step": max(r["step"] for r in last), "target_accuracy": float(t.mean()),
-                        "target_accuracy_sd": sd(t), "prior_accuracy": float(q.mean()), "prior_accuracy_sd": sd(q)})
+    for (e, a), last in groups.items():  # rows come by experiment, then arm in order
+        stats = {}
+        for k in ("target_accuracy", "prior_accuracy"):
+            xs = [r[k] for r in last]
+            stats.update({k: mean(xs), f"{k}_sd": sd(xs) if len(xs) > 1 else None})
+        out.append({"experiment": e, "arm": a, "learning_rate": last[0]["learning_rate"], "n_seeds": len(last),
+                    "step": max(r["step"] for r in last), **stats})
     return out
 
 
@@ -236,6 +239,7 @@ def summarize(exps: list[Experiment], n_boot: int, seed: int, n_levels: int = 5,
 
     rows = run_points(exps, notes)
     arms = sorted({r["arm"] for r in rows})
+    used = {r["experiment"] for r in rows}
     base = [(e.forgetting["base"]["target_accuracy"], e.forgetting["base"]["prior_accuracy"]) for e in exps]
     fronts = {a: frontier([(r["target_accuracy"], r["prior_accuracy"]) for r in rows if r["arm"] == a] + base[:1])
               for a in arms}
@@ -244,7 +248,7 @@ def summarize(exps: list[Experiment], n_boot: int, seed: int, n_levels: int = 5,
     levels = [round(lo + (top - lo) * (i + 1) / n_levels, 6) for i in range(n_levels)] if top > lo else []
     return {
         "experiments": [{"name": e.name, "rev": e.rev, "learning_rate": {a: learning_rate(e, a) for a in arms},
-                         "seeds": e.score.get("seeds")} for e in exps if any(r["experiment"] == e.name for r in rows)],
+                         "seeds": e.score.get("seeds")} for e in exps if e.name in used],
         "arms": arms, "n_runs": len({r["run"] for r in rows}),
         "runs_per_arm": {a: len({r["run"] for r in rows if r["arm"] == a}) for a in arms},
         "base": {"target_accuracy": base[0][0], "prior_accuracy": base[0][1]} if base else None,
