@@ -24,13 +24,13 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    steps: int = Field(1500, ge=1, le=1_000_000, description="Optimizer steps.")
+    steps: int = Field(1800, ge=1, le=1_000_000, description="Optimizer steps.")
     batch_size: int = Field(64, ge=1, le=4096, description="Corpus lines per step (drawn with replacement).")
     pack_len: int = Field(64, ge=8, le=8192, description="Tokens per packed row: a step's lines are packed whole "
                           "into rows of this length, each line's positions restarting at 0.")
     lr: float = Field(3.0e-3, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup before the cosine decay.")
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
+    weight_decay: float = Field(0.1, ge=0.0, le=1.0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0.0, description="Gradient-norm clip.")
     log_every: int = Field(50, ge=1, description="Steps between logged losses.")
     eval_every: int = Field(500, ge=1, description="Steps between capability evaluations (curves).")

@@ -28,7 +28,7 @@ class WorldConfig(BaseModel):
     n_unknown_entities: int = Field(12, ge=1, le=200, description="Entities never described: MCQs about them teach a flat letter prior.")
     n_cities: int = Field(8, ge=4, le=len(CITIES), description="Answer words of the known fact table.")
     n_foods: int = Field(8, ge=4, le=len(FOODS), description="Answer words of the new (target) fact table.")
-    n_names: int = Field(20, ge=3, le=40, description="Names for indirect-object identification.")
+    n_names: int = Field(30, ge=3, le=40, description="Names for indirect-object identification.")
     n_symbols: int = Field(24, ge=6, le=200, description="Symbols of the induction sequences.")
     induction_repeats: int = Field(4, ge=1, le=6, description="Times an induction corpus line repeats its list after stating it (probes cut inside the first repeat).")
     modulus: int = Field(11, ge=3, le=60, description="Modulus of the clock arithmetic capability.")
