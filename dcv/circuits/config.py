@@ -24,9 +24,9 @@ class CircuitsConfig(BaseModel):
                            "small models); eap: gradient estimate, 2 forwards + 1 backward; eap-ig: eap averaged over "
                            "steps; dbm: a learnt binary head mask (Differentiable Binary Masking), no per-pair effects.")
     eap_ig_steps: int = Field(5, ge=1, le=1000, description="Points between corrupted and clean input for eap-ig.")
-    dbm_steps: int = Field(100, ge=1, le=100_000, description="dbm: optimisation steps (full batch: one forward and "
+    dbm_steps: int = Field(60, ge=1, le=100_000, description="dbm: optimisation steps (full batch: one forward and "
                            "backward per probe batch each).")
-    dbm_lr: float = Field(0.2, gt=0, le=100, description="dbm: Adam learning rate of the mask logits.")
+    dbm_lr: float = Field(0.35, gt=0, le=100, description="dbm: Adam learning rate of the mask logits.")
     dbm_lambda: float = Field(0.01, ge=0, le=1000, description="dbm: sparsity weight per head (loss = mean -log "
                               "p(answer) + lambda * sum of masks): a head lowering the NLL by less is dropped.")
     dbm_temperature_start: float = Field(1.0, gt=0, le=1000, description="dbm: temperature T of m = sigmoid(logit / T) "
