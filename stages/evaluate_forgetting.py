@@ -87,15 +87,16 @@ def run(ctx: StageContext, inputs: tuple) -> dict:
     from dcv.forgetting import CURVE_KEYS, summarize
     from dcv.layout import BASE
     from dcv.measurements import MeasurementTable, rows_for
-    from dcv.models import load_model, read_marker, resolve_device
+    from dcv.models import TokenizerCache, load_model, read_marker, resolve_device
 
     t0 = time.perf_counter()
     cfg, common = ctx.params.forgetting, ctx.params.common
     eval_rows, probes, refs = inputs
     seed_everything(common.seeds[0], common.torch_threads)
     device = str(resolve_device(common.device))
-    load = lambda ref: load_model(ref.dir, device, "float32")  # noqa: E731
-    base_model, tok = load(refs[0])
+    load = lambda ref: load_model(ref.dir, device, "float32")  # noqa: E731  (lm-eval: a tokenizer of its own)
+    tokenizers = TokenizerCache()  # the measures only read it: the checkpoints' copies of the base's, loaded once
+    base_model, tok = load_model(refs[0].dir, device, "float32", tokenizers=tokenizers)
     from dcv.splits import FORGETTING
 
     where = {c: ctx.layout.rel(ctx.layout.probe_file(FORGETTING, c)) for c in probes}
@@ -104,7 +105,7 @@ def run(ctx: StageContext, inputs: tuple) -> dict:
     measured = {}
     for ref in refs:
         t = time.perf_counter()
-        model, _ = load(ref)
+        model, _ = load_model(ref.dir, device, "float32", tokenizers=tokenizers)
         measured[ref.id] = evaluator.measure(model)
         del model
         print(f"evaluate-forgetting: {ref.id}: {time.perf_counter() - t:.1f} s", flush=True)

@@ -116,10 +116,10 @@ def write_circuit(out: Path, entry: ModelRef, cap: str, record: dict, root: Path
     return path
 
 
-def _load(ctx: StageContext, directory: Path):
+def _load(ctx: StageContext, directory: Path, tokenizers=None):
     from dcv.models import load_model
 
-    return load_model(directory, ctx.params.common.device, ctx.params.circuits.dtype)
+    return load_model(directory, ctx.params.common.device, ctx.params.circuits.dtype, tokenizers=tokenizers)
 
 
 def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
@@ -128,6 +128,7 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
                                       validate_on_sample)
     from dcv.circuits.methods import bind, reference
     from dcv.circuits.patching import probe_model
+    from dcv.models import TokenizerCache
 
     t0 = time.perf_counter()
     p, common = ctx.params.circuits, ctx.params.common
@@ -140,10 +141,11 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
     disc: dict = {}  # capability -> the base's faithfulness curve on the discovery split
     per_cap: dict[str, dict] = {}
     study: dict[str, dict] = {}  # capability -> the base's DBM circuit and the seconds of every model's fit
+    tokenizers = TokenizerCache()  # the checkpoints save the base's tokenizer again: loaded once
     with io.atomic_dir(ctx.layout.circuits) as out:
         for entry in models:
             t_model = time.perf_counter()
-            model, tok = _load(ctx, entry.dir)
+            model, tok = _load(ctx, entry.dir, tokenizers)
             if p.batch_size == "auto":  # chosen once, on the base, for every model
                 p = p.model_copy(update={"batch_size": fitted_batch_size(model, tok, caps, p, kw)})
                 print(f"extract-circuits: circuits.batch_size auto: {p.batch_size} pairs", flush=True)

@@ -107,3 +107,21 @@ def test_tokenizer_roundtrip(tmp_path, world):
     assert back(text)["input_ids"][0] == back.bos_token_id
     assert back.decode(back(text, add_special_tokens=False)["input_ids"]) == text
     random.seed(0)
+
+
+def test_tokenizer_cache_shares_one_load_per_set_of_tokenizer_files(tmp_path, world):
+    """Checkpoints re-save the base's tokenizer: the measurement stages load it once (dcv.models.TokenizerCache);
+    other weights or config do not split the cache, other tokenizer bytes do."""
+    from dcv.models import TokenizerCache, tokenizer_key
+
+    words = sorted(set().union(*(c.words() for c in capabilities(world).values())))
+    a, b, c = (tmp_path / n for n in "abc")
+    build_tokenizer(set(words)).save_pretrained(str(a))
+    build_tokenizer(set(words)).save_pretrained(str(b))
+    (b / "config.json").write_text("{}")  # a model's own files are not the tokenizer's
+    build_tokenizer(set(words[:-1])).save_pretrained(str(c))  # one word fewer
+    cache = TokenizerCache()
+    assert tokenizer_key(a) == tokenizer_key(b) != tokenizer_key(c)
+    assert tokenizer_key(a) != tokenizer_key(a, trust_remote_code=True)
+    assert cache(a) is cache(b) and cache(c) is not cache(a)
+    assert len(cache(c)) == len(cache(a)) - 1
