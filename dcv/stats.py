@@ -8,6 +8,7 @@ needs scipy: Student's t comes from the regularised incomplete beta function (te
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import statistics
@@ -81,8 +82,10 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t (bisection on `t_cdf`; NaN for df <= 0 or NaN)."""
+    """The p-quantile of Student's t (bisection on `t_cdf`; NaN for df <= 0 or NaN). Cached: score-dcv asks for the
+    same few (level, df) hundreds of times."""
     if not (df > 0) or not 0.0 < p < 1.0:
         return float("nan")
     if p < 0.5:
@@ -92,6 +95,8 @@ def t_quantile(p: float, df: float) -> float:
         hi *= 2.0
     for _ in range(200):
         mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):  # converged to adjacent floats: the rest of the 200 halvings change nothing
+            break
         lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
     return 0.5 * (lo + hi)
 
