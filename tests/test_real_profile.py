@@ -37,6 +37,7 @@ SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe s
     "rl_sft.num_generations": 2, "rl_sft.gradient_accumulation_steps": 1, "rl_sft.generation_batch_size": 4,
     "rl_sft.max_completion_length": 4, "rl_sft.logging_steps": 1, "rl_sft.n_logged_completions": 2,
     "circuits.batch_size": "auto", "circuits.heads_per_forward": 8,  # auto (the profile's): 64 off CUDA, at most the pairs
+    "circuits.dbm_steps": 20,  # the profile's 200 on 9 models was a fifth of this test; its value is the profile's
     "circuits.eap_ig_steps": 2, "circuits.validate": True, "circuits.validate_heads": 4,  # exact on 4 of 8 heads
     "forgetting.eval": {"max_new_tokens": 4, "batch_size": "auto", "kl_samples": 2, "kl_max_new_tokens": 4, "kl_seed": 0},
     "forgetting.lm_eval.enabled": False, "dcv.n_bootstrap": 20, "dcv.n_permutations": 99,
