@@ -22,7 +22,7 @@ class RLArmConfig(ArmConfig):
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
-    beta: float = Field(0.3, ge=0.0, description="KL penalty to the base (0 = no reference model, as in RL's Razor and Dr.GRPO).")
+    beta: float = Field(0.5, ge=0.0, description="KL penalty to the base (0 = no reference model, as in RL's Razor and Dr.GRPO).")
     entropy_coef: float = Field(0.0, ge=0.0, le=10.0, description="Entropy bonus on the sampled tokens (0 = none).")
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO-style clip range.")
     num_iterations: int = Field(1, ge=1, le=64, description="Optimisation passes per generated batch.")
