@@ -5,6 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 TEST_WORKERS ?= 2
+EXTRAS ?= test
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 
@@ -14,10 +15,12 @@ $(BIN)/dcv: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $(BIN)/dcv
+	$(if $(findstring eval,$(EXTRAS)),touch $(VENV)/.eval-installed)
 
-# make test also installs the eval extra (lm-evaluation-harness), so that its offline tasks are tested too.
+# make test also installs the eval extra (lm-evaluation-harness), so that its offline tasks are tested too: on a
+# fresh machine in the one install above (EXTRAS, one resolution instead of two), after `make run` by this rule.
 $(VENV)/.eval-installed: $(BIN)/dcv
 	$(BIN)/pip install -q -e ".[test,eval]"
 	touch $@
@@ -29,11 +32,12 @@ run: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dcv check
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 
+test test-fast: EXTRAS = test,eval
 test: install $(VENV)/.eval-installed
-	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: install $(VENV)/.eval-installed
-	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+	PATH=$(abspath $(BIN)):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
