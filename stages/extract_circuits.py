@@ -28,6 +28,10 @@ its DBM mask only). Outs:
                                          the validation of eap / eap-ig against exact, seconds; `study`: per study
                                          capability the base's DBM circuit size and F, seconds per model; wall_s
 
+The base is measured first in the stage's process; then, on CPU with `common.workers` > 1, the checkpoints in that
+many spawned processes (`stages.workers`), each holding the base's cached runs; every process (the stage's too) uses
+max(1, torch_threads // workers) threads, so the outs are the bytes one process with that many threads writes.
+
 By hand (`--model`), one model directory (toy or Hugging Face; a hub id resolves from the local cache) is measured
 on the named probe sets and written to `--out` (default `circuits-by-hand/`, never into the DVC out); a model under
 this repository's `models/` is compared with `models/base` (or `--base DIR`), any other model is its own reference.
@@ -49,7 +53,7 @@ from dcv.splits import DISCOVERY_MODEL
 from dcv.splits import SCORING as SCORING_SPLIT
 from stages.context import StageContext, seed_everything, stage, stage_params
 
-PARAMS = ["circuits", "common.arms", "common.seeds", "common.device", "common.torch_threads"]
+PARAMS = ["circuits", "common.arms", "common.seeds", "common.device", "common.torch_threads", "common.workers"]
 PROBES = f"data/prepared/{SCORING_SPLIT}"  # the scoring split: every model
 DISCOVERY = f"data/prepared/{DISCOVERY_SPLIT}"  # the discovery split: the base only
 OUT_BY_HAND = "circuits-by-hand"
@@ -122,17 +126,113 @@ def _load(ctx: StageContext, directory: Path, tokenizers=None):
     return load_model(directory, ctx.params.common.device, ctx.params.circuits.dtype, tokenizers=tokenizers)
 
 
+@dataclass
+class Measured:
+    """One model on one capability: its extraction (None for a study capability measured on the base only), the
+    cached runs, and the study mask's record (None without one) with its seconds."""
+
+    x: object
+    probed: object
+    mask: dict | None
+    mask_seconds: float | None
+    seconds: float
+
+
+def measure_model(model, entry: ModelRef, batches: dict, p, kw: dict, refs: dict, disc: dict, out: Path, root: Path,
+                  study_method) -> dict[str, Measured]:
+    """Every capability of one model: effects, curves and the study's mask, written under `out/<model id>/`."""
+    from dcv.circuits.extract import extract, study_mask
+    from dcv.circuits.patching import probe_model
+
+    res = {}
+    for cap, b in batches.items():
+        t_cap = time.perf_counter()
+        if cap in p.study_capabilities and p.study_effects == "base" and not entry.is_base:
+            x = None  # the study's mask only (below): nothing downstream reads this model's effects here
+            probed = probe_model(model, b)
+        else:
+            x = extract(model, b, base=refs.get(cap), **kw)
+            probed = x.probed
+            record = {**x.record, "split": SCORING_SPLIT}
+            if cap in disc:
+                record["discovery_circuit"] = order_curve(x, disc[cap], p, base=entry.is_base)
+            write_circuit(out, entry, cap, record, root)
+        mask = secs = None
+        if cap in p.study_capabilities:
+            mask = study_mask(probed, study_method, p.heads_per_forward)
+            secs = mask.pop("seconds")  # not in the out: it must be the same bytes on a rerun
+            io.write_json(out / entry.id / "study" / f"{cap}.json",
+                          {"model": entry.id, "capability": cap, "split": SCORING_SPLIT, **mask})
+        res[cap] = Measured(x, probed, mask, secs, time.perf_counter() - t_cap)
+    return res
+
+
+def checkpoint_log(entry: ModelRef, res: dict[str, Measured], k80: dict[str, int | None]) -> dict:
+    """What a fine-tuned model logs to MLflow (at its step): per capability its cpr and F of the base's k80 heads,
+    and the study masks' seconds (`seconds/<cap>`, not logged)."""
+    log: dict[str, float] = {}
+    for cap, m in res.items():
+        if m.mask_seconds is not None:
+            log[f"seconds/{cap}"] = m.mask_seconds
+        if m.x is None:
+            continue
+        bc = m.x.record["base_circuit"]
+        log[f"{entry.arm}/seed-{entry.seed}/{cap}/cpr"] = m.x.record["faithfulness"]["cpr"]
+        if k80.get(cap) is not None and k80[cap] in bc["k"]:
+            log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80[cap])]
+    return log
+
+
+def _worker_setup(base_dir: Path, device: str, p, caps: dict, where: dict, orders: dict, disc: dict, out: Path,
+                  root: Path) -> dict:
+    """A worker's state (stages.workers): the base's cached runs on every capability (cross-model effects and the
+    base-ranking curves of each checkpoint), loaded and probed once per worker."""
+    from dcv.circuits.extract import BaseReference
+    from dcv.circuits.methods import bind
+    from dcv.circuits.patching import probe_model
+    from dcv.models import TokenizerCache, load_model
+
+    tokenizers = TokenizerCache()
+    base, tok = load_model(base_dir, device, p.dtype, tokenizers=tokenizers)
+    refs = {c: BaseReference(probe_model(base, b), orders[c]) for c, b in encode(tok, caps, p.batch_size, where).items()
+            if c in orders}
+    kw = {"method": bind(p.method, p), "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward,
+          "checkpoint_sizes": p.checkpoint_sizes}
+    return {"device": device, "p": p, "caps": caps, "where": where, "refs": refs, "disc": disc, "out": out,
+            "root": root, "kw": kw, "study": bind("dbm", p), "tokenizers": tokenizers}
+
+
+def _worker_model(job: tuple[ModelRef, dict]) -> dict:
+    """One checkpoint in a worker: its files written into the stage's out, its MLflow log returned."""
+    from dcv.models import load_model
+    from stages.workers import state
+
+    entry, k80 = job
+    st = state()
+    t0 = time.perf_counter()
+    p = st["p"]
+    model, tok = load_model(entry.dir, st["device"], p.dtype, tokenizers=st["tokenizers"])
+    batches = encode(tok, st["caps"], p.batch_size, st["where"])
+    res = measure_model(model, entry, batches, p, st["kw"], st["refs"], st["disc"], st["out"], st["root"], st["study"])
+    log = checkpoint_log(entry, res, k80)
+    print(f"extract-circuits: {entry.id}: {len(batches)} capabilities, {time.perf_counter() - t0:.1f} s", flush=True)
+    return log
+
+
 def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         discovery: dict[str, list[dict]] | None = None) -> dict:
-    from dcv.circuits.extract import (BaseReference, extract, k_at, rounded, study_mask, validate_methods,
-                                      validate_on_sample)
+    from dcv.circuits.extract import BaseReference, k_at, rounded, validate_methods, validate_on_sample
     from dcv.circuits.methods import bind, reference
-    from dcv.circuits.patching import probe_model
-    from dcv.models import TokenizerCache
+    from dcv.models import TokenizerCache, resolve_device
+    from stages.workers import run_units, worker_threads
 
     t0 = time.perf_counter()
     p, common = ctx.params.circuits, ctx.params.common
-    seed_everything(common.seeds[0], common.torch_threads)
+    device = str(resolve_device(common.device))
+    checkpoints = [e for e in models if not e.is_base]
+    workers = min(common.workers, len(checkpoints)) if device == "cpu" else 1
+    threads = worker_threads(common.torch_threads, workers)  # the base too: every model with the same kernels
+    seed_everything(common.seeds[0], threads)
     where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
     method, study_method = bind(p.method, p), bind("dbm", p)
     kw = {"method": method, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward,
@@ -143,70 +243,70 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
     study: dict[str, dict] = {}  # capability -> the base's DBM circuit and the seconds of every model's fit
     tokenizers = TokenizerCache()  # the checkpoints save the base's tokenizer again: loaded once
     with io.atomic_dir(ctx.layout.circuits) as out:
-        for entry in models:
-            t_model = time.perf_counter()
-            model, tok = _load(ctx, entry.dir, tokenizers)
-            if p.batch_size == "auto":  # chosen once, on the base, for every model
-                p = p.model_copy(update={"batch_size": fitted_batch_size(model, tok, caps, p, kw)})
-                print(f"extract-circuits: circuits.batch_size auto: {p.batch_size} pairs", flush=True)
-            batches = encode(tok, caps, p.batch_size, where)
-            if entry.is_base and discovery is not None:
-                disc = discover(out, model, tok, entry, discovery, p, kw, ctx.root)
-            log: dict[str, float] = {}
-            for cap, b in batches.items():
-                t_cap = time.perf_counter()
-                if cap in p.study_capabilities and p.study_effects == "base" and not entry.is_base:
-                    x = None  # the study's mask only (below): nothing downstream reads this model's effects here
-                    probed = probe_model(model, b)
-                else:
-                    x = extract(model, b, base=refs.get(cap), **kw)
-                    probed = x.probed
-                    record = {**x.record, "split": SCORING_SPLIT}
-                    if cap in disc:
-                        record["discovery_circuit"] = order_curve(x, disc[cap], p, base=entry.is_base)
-                    write_circuit(out, entry, cap, record, ctx.root)
-                if cap in p.study_capabilities:
-                    mask = study_mask(probed, study_method, p.heads_per_forward)
-                    secs = mask.pop("seconds")  # not in the out: it must be the same bytes on a rerun
-                    io.write_json(out / entry.id / "study" / f"{cap}.json",
-                                  {"model": entry.id, "capability": cap, "split": SCORING_SPLIT, **mask})
-                    st = study.setdefault(cap, {"seconds": []})
-                    st["seconds"].append(secs)
-                    if entry.is_base:
-                        st.update(base_size=mask["size"], n_heads=mask["n_layers"] * mask["n_heads"], base_f=mask["f"])
-                if entry.is_base:
-                    refs[cap] = BaseReference(x.probed, x.curve.order)
-                    k80, f80 = k_at(x.curve, TARGET)
-                    per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
-                                    "cpr": x.record["faithfulness"]["cpr"], "seconds": round(time.perf_counter() - t_cap, 3)}
-                    if cap in disc:
-                        per_cap[cap]["k80_discovery"] = k_at(disc[cap], TARGET)[0]
-                    if p.validate_methods and p.validate_heads is not None:
-                        per_cap[cap].update(validate_on_sample(x.probed, p.validate_heads, k80 or 1, p))
-                    elif p.validate_methods:
-                        ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
-                        per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
-                elif x is not None:
-                    bc = x.record["base_circuit"]
-                    k80 = per_cap[cap]["k80"]
-                    log[f"{entry.arm}/seed-{entry.seed}/{cap}/cpr"] = x.record["faithfulness"]["cpr"]
-                    if k80 is not None and k80 in bc["k"]:
-                        log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80)]
-            if not entry.is_base:
-                ctx.run.log_step(entry.step, log)
-            model = x = probed = None  # free the model before the next loads: the last Extraction holds it and its caches too
-            print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
+        (base_entry,) = [e for e in models if e.is_base]
+        t_model = time.perf_counter()
+        model, tok = _load(ctx, base_entry.dir, tokenizers)
+        if p.batch_size == "auto":  # chosen once, on the base, for every model
+            p = p.model_copy(update={"batch_size": fitted_batch_size(model, tok, caps, p, kw)})
+            print(f"extract-circuits: circuits.batch_size auto: {p.batch_size} pairs", flush=True)
+        batches = encode(tok, caps, p.batch_size, where)
+        if discovery is not None:
+            disc = discover(out, model, tok, base_entry, discovery, p, kw, ctx.root)
+        res = measure_model(model, base_entry, batches, p, kw, refs, disc, out, ctx.root, study_method)
+        for cap, m in res.items():
+            x, b = m.x, batches[cap]
+            if m.mask is not None:
+                study[cap] = {"seconds": [m.mask_seconds], "base_size": m.mask["size"],
+                              "n_heads": m.mask["n_layers"] * m.mask["n_heads"], "base_f": m.mask["f"]}
+            refs[cap] = BaseReference(x.probed, x.curve.order)
+            k80, f80 = k_at(x.curve, TARGET)
+            per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
+                            "cpr": x.record["faithfulness"]["cpr"], "seconds": round(m.seconds, 3)}
+            if cap in disc:
+                per_cap[cap]["k80_discovery"] = k_at(disc[cap], TARGET)[0]
+            if p.validate_methods and p.validate_heads is not None:
+                per_cap[cap].update(validate_on_sample(x.probed, p.validate_heads, k80 or 1, p))
+            elif p.validate_methods:
+                ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
+                per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
+        print(f"extract-circuits: {base_entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s",
+              flush=True)
+        k80 = {c: v["k80"] for c, v in per_cap.items()}
+        if workers > 1:
+            model = res = None
+            orders = {c: r.order for c, r in refs.items()}
+            logs = run_units(_worker_model, [(e, k80) for e in checkpoints], workers, threads, common.seeds[0],
+                             _worker_setup, (base_entry.dir, device, p, caps, where, orders, disc, out, ctx.root))
+        else:
+            logs = (_checkpoint_here(ctx, e, p, kw, caps, where, refs, disc, out, study_method, tokenizers, k80)
+                    for e in checkpoints)
+        for entry, log in zip(checkpoints, logs):
+            for cap in [k.removeprefix("seconds/") for k in log if k.startswith("seconds/")]:
+                study[cap]["seconds"].append(log.pop(f"seconds/{cap}"))
+            ctx.run.log_step(entry.step, log)
         index = {e.id: {"model_dir": ctx.layout.rel(e.dir), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}
         io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index,
                                            "discovery": DISCOVERY_MODEL if disc else None,
                                            "study_capabilities": sorted(study)})
     metrics = {"method": p.method, "steps": method.steps, "n_models": len(models), "batch_size": p.batch_size,
-               "capabilities": per_cap,
+               "workers": workers, "capabilities": per_cap,
                "study": {c: {**{k: v for k, v in st.items() if k != "seconds"}, "method": "dbm", "steps": study_method.steps,
                              "seconds_per_model": round(sum(st["seconds"]) / len(st["seconds"]), 3)}
                          for c, st in study.items()}}
     return ctx.finish(metrics, t0, ctx.layout.metrics("extract-circuits"), [(ctx.layout.circuits, "circuits")])
+
+
+def _checkpoint_here(ctx: StageContext, entry: ModelRef, p, kw: dict, caps: dict, where: dict, refs: dict, disc: dict,
+                     out: Path, study_method, tokenizers, k80: dict) -> dict:
+    """One checkpoint in the stage's own process (common.workers 1, or CUDA)."""
+    t_model = time.perf_counter()
+    model, tok = _load(ctx, entry.dir, tokenizers)
+    batches = encode(tok, caps, p.batch_size, where)
+    log = checkpoint_log(entry, measure_model(model, entry, batches, p, kw, refs, disc, out, ctx.root, study_method),
+                         k80)
+    print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
+    return log
 
 
 def check_inputs(root: Path, arms: list[str], seeds: list[int], batch_size: int,
