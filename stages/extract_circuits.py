@@ -28,10 +28,6 @@ its DBM mask only). Outs:
                                          the validation of eap / eap-ig against exact, seconds; `study`: per study
                                          capability the base's DBM circuit size and F, seconds per model; wall_s
 
-The base is measured first in the stage's process; then, on CPU with `common.workers` > 1, the checkpoints in that
-many spawned processes (`stages.workers`), each holding the base's cached runs; every process (the stage's too) uses
-max(1, torch_threads // workers) threads, so the outs are the bytes one process with that many threads writes.
-
 By hand (`--model`), one model directory (toy or Hugging Face; a hub id resolves from the local cache) is measured
 on the named probe sets and written to `--out` (default `circuits-by-hand/`, never into the DVC out); a model under
 this repository's `models/` is compared with `models/base` (or `--base DIR`), any other model is its own reference.
@@ -53,7 +49,7 @@ from dcv.splits import DISCOVERY_MODEL
 from dcv.splits import SCORING as SCORING_SPLIT
 from stages.context import StageContext, seed_everything, stage, stage_params
 
-PARAMS = ["circuits", "common.arms", "common.seeds", "common.device", "common.torch_threads", "common.workers"]
+PARAMS = ["circuits", "common.arms", "common.seeds", "common.device", "common.torch_threads"]
 PROBES = f"data/prepared/{SCORING_SPLIT}"  # the scoring split: every model
 DISCOVERY = f"data/prepared/{DISCOVERY_SPLIT}"  # the discovery split: the base only
 OUT_BY_HAND = "circuits-by-hand"
@@ -183,56 +179,16 @@ def checkpoint_log(entry: ModelRef, res: dict[str, Measured], k80: dict[str, int
     return log
 
 
-def _worker_setup(base_dir: Path, device: str, p, caps: dict, where: dict, orders: dict, disc: dict, out: Path,
-                  root: Path) -> dict:
-    """A worker's state (stages.workers): the base's cached runs on every capability (cross-model effects and the
-    base-ranking curves of each checkpoint), loaded and probed once per worker."""
-    from dcv.circuits.extract import BaseReference
-    from dcv.circuits.methods import bind
-    from dcv.circuits.patching import probe_model
-    from dcv.models import TokenizerCache, load_model
-
-    tokenizers = TokenizerCache()
-    base, tok = load_model(base_dir, device, p.dtype, tokenizers=tokenizers)
-    refs = {c: BaseReference(probe_model(base, b), orders[c]) for c, b in encode(tok, caps, p.batch_size, where).items()
-            if c in orders}
-    kw = {"method": bind(p.method, p), "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward,
-          "checkpoint_sizes": p.checkpoint_sizes}
-    return {"device": device, "p": p, "caps": caps, "where": where, "refs": refs, "disc": disc, "out": out,
-            "root": root, "kw": kw, "study": bind("dbm", p), "tokenizers": tokenizers}
-
-
-def _worker_model(job: tuple[ModelRef, dict]) -> dict:
-    """One checkpoint in a worker: its files written into the stage's out, its MLflow log returned."""
-    from dcv.models import load_model
-    from stages.workers import state
-
-    entry, k80 = job
-    st = state()
-    t0 = time.perf_counter()
-    p = st["p"]
-    model, tok = load_model(entry.dir, st["device"], p.dtype, tokenizers=st["tokenizers"])
-    batches = encode(tok, st["caps"], p.batch_size, st["where"])
-    res = measure_model(model, entry, batches, p, st["kw"], st["refs"], st["disc"], st["out"], st["root"], st["study"])
-    log = checkpoint_log(entry, res, k80)
-    print(f"extract-circuits: {entry.id}: {len(batches)} capabilities, {time.perf_counter() - t0:.1f} s", flush=True)
-    return log
-
-
 def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         discovery: dict[str, list[dict]] | None = None) -> dict:
     from dcv.circuits.extract import BaseReference, k_at, rounded, validate_methods, validate_on_sample
     from dcv.circuits.methods import bind, reference
-    from dcv.models import TokenizerCache, resolve_device
-    from stages.workers import run_units, worker_threads
+    from dcv.models import TokenizerCache
 
     t0 = time.perf_counter()
     p, common = ctx.params.circuits, ctx.params.common
-    device = str(resolve_device(common.device))
     checkpoints = [e for e in models if not e.is_base]
-    workers = min(common.workers, len(checkpoints)) if device == "cpu" else 1
-    threads = worker_threads(common.torch_threads, workers)  # the base too: every model with the same kernels
-    seed_everything(common.seeds[0], threads)
+    seed_everything(common.seeds[0], common.torch_threads)
     where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
     method, study_method = bind(p.method, p), bind("dbm", p)
     kw = {"method": method, "sizes": p.faithfulness_sizes, "heads_per_forward": p.heads_per_forward,
@@ -272,15 +228,9 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         print(f"extract-circuits: {base_entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s",
               flush=True)
         k80 = {c: v["k80"] for c, v in per_cap.items()}
-        if workers > 1:
-            model = res = None
-            orders = {c: r.order for c, r in refs.items()}
-            logs = run_units(_worker_model, [(e, k80) for e in checkpoints], workers, threads, common.seeds[0],
-                             _worker_setup, (base_entry.dir, device, p, caps, where, orders, disc, out, ctx.root))
-        else:
-            logs = (_checkpoint_here(ctx, e, p, kw, caps, where, refs, disc, out, study_method, tokenizers, k80)
-                    for e in checkpoints)
-        for entry, log in zip(checkpoints, logs):
+        model = res = None  # free the base's model before the next loads (refs keep its cached runs)
+        for entry in checkpoints:
+            log = measure_checkpoint(ctx, entry, p, kw, caps, where, refs, disc, out, study_method, tokenizers, k80)
             for cap in [k.removeprefix("seconds/") for k in log if k.startswith("seconds/")]:
                 study[cap]["seconds"].append(log.pop(f"seconds/{cap}"))
             ctx.run.log_step(entry.step, log)
@@ -290,16 +240,16 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
                                            "discovery": DISCOVERY_MODEL if disc else None,
                                            "study_capabilities": sorted(study)})
     metrics = {"method": p.method, "steps": method.steps, "n_models": len(models), "batch_size": p.batch_size,
-               "workers": workers, "capabilities": per_cap,
+               "capabilities": per_cap,
                "study": {c: {**{k: v for k, v in st.items() if k != "seconds"}, "method": "dbm", "steps": study_method.steps,
                              "seconds_per_model": round(sum(st["seconds"]) / len(st["seconds"]), 3)}
                          for c, st in study.items()}}
     return ctx.finish(metrics, t0, ctx.layout.metrics("extract-circuits"), [(ctx.layout.circuits, "circuits")])
 
 
-def _checkpoint_here(ctx: StageContext, entry: ModelRef, p, kw: dict, caps: dict, where: dict, refs: dict, disc: dict,
-                     out: Path, study_method, tokenizers, k80: dict) -> dict:
-    """One checkpoint in the stage's own process (common.workers 1, or CUDA)."""
+def measure_checkpoint(ctx: StageContext, entry: ModelRef, p, kw: dict, caps: dict, where: dict, refs: dict,
+                       disc: dict, out: Path, study_method, tokenizers, k80: dict) -> dict:
+    """One fine-tuned model: its files written, its MLflow log returned."""
     t_model = time.perf_counter()
     model, tok = _load(ctx, entry.dir, tokenizers)
     batches = encode(tok, caps, p.batch_size, where)
