@@ -11,10 +11,6 @@ out per arm, written atomically: a killed run leaves only `.tmp-*` siblings):
     models/<arm>/seed-<s>/final/                  the last checkpoint's weights
     metrics/<arm>.json                            budget, per seed: seconds and the last training logs; wall_s
 
-On CPU with `common.workers` > 1 the seeds train side by side in spawned processes (`stages.workers`), each with
-max(1, torch_threads // workers) threads; their curves reach the stage's MLflow run as each seed ends (the stage's
-own process is the only one that writes to the store). A seed's bytes depend on its thread count, not on the process.
-
 Checkpoints are measured later, once, by stage evaluate-forgetting. The MLflow run holds the training curves
 (`seed-<s>/train/<key>`: loss, reward, reward_std, ...), the final models and, for GRPO, a table of sampled
 completions (`completions.json`).
@@ -28,16 +24,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from dcv import io
 from dcv.errors import DcvError
 from stages.context import StageContext, is_main_process, seed_everything, stage, stage_params
 
-COMMON = ["common.seeds", "common.device", "common.torch_threads", "common.workers", "common.launch"]
+COMMON = ["common.seeds", "common.device", "common.torch_threads", "common.launch"]
 
 
 def params_keys(arm: str) -> list[str]:
@@ -174,76 +168,48 @@ def check_inputs(layout, arm, cfg, inputs: dict, where: str) -> None:
         raise DcvError(f"{where}: {e}") from None
 
 
-@dataclass
-class SeedJob:
-    """Everything one seed of an arm trains with, picklable for a worker process (stages.workers)."""
-
-    arm: str
-    cfg: object  # the arm's params section (ArmConfig)
-    seed: int
-    threads: int
-    device: str
-    root: Path
-    out: Path  # the arm's out being written (io.atomic_dir)
-    inputs: dict
-    marker_base: dict
-    position: int | None = None  # its progress bar's line when seeds train side by side
-
-
-def train_seed(job: SeedJob, on_log, on_samples) -> dict:
+def train_seed(ctx: StageContext, arm, seed: int, out: Path, inputs: dict, marker_base: dict,
+               samples: list[dict]) -> dict:
     """Train one seed, saving a checkpoint at each checkpoint step (main process only)."""
-    from dcv.arms import REGISTRY
     from dcv.arms.registry import TrainJob
     from dcv.arms.train import CheckpointCallback, save_checkpoint
-    from dcv.layout import Layout
     from dcv.models import load_model, resolve_device
 
-    arm, cfg, seed, out, layout = REGISTRY[job.arm], job.cfg, job.seed, job.out, Layout(job.root)
+    cfg = getattr(ctx.params, arm.name)
     t0 = time.perf_counter()
-    seed_everything(seed, job.threads)
-    start, start_dir = start_of(layout, cfg, seed)
+    seed_everything(seed, ctx.params.common.torch_threads)
+    start, start_dir = start_of(ctx.layout, cfg, seed)
     model, tok = load_model(start_dir, "cpu", "float32")  # the Trainer places it on the device
-    marker = {**job.marker_base, "arm": arm.name, "seed": seed, "init": start, "finetune": cfg.finetune,
+    marker = {**marker_base, "arm": arm.name, "seed": seed, "init": start, "finetune": cfg.finetune,
               "config": cfg.model_dump(mode="json")}
     saved: list[int] = []
     last_logs: dict[str, float] = {}
-    rel = lambda step: out / layout.checkpoint_dir(arm.name, seed, step).relative_to(layout.arm_dir(arm.name))  # noqa: E731
+    rel = lambda step: out / ctx.layout.checkpoint_dir(arm.name, seed, step).relative_to(ctx.layout.arm_dir(arm.name))  # noqa: E731
 
     def on_checkpoint(step: int, m, state_dict) -> None:
         save_checkpoint(m, tok, rel(step), {**marker, "step": step}, state_dict)
         saved.append(step)
 
-    def log(step: int, logs: dict) -> None:
+    def on_log(step: int, logs: dict) -> None:
         last_logs.update({k: v for k, v in logs.items() if "time" not in k and "per_second" not in k})  # no timings
-        on_log(step, {f"seed-{seed}/train/{k}": v for k, v in logs.items()})
+        ctx.run.log_step(step, {f"seed-{seed}/train/{k}": v for k, v in logs.items()})
 
-    callback = CheckpointCallback(cfg.checkpoint_steps(), on_checkpoint, log, label=f"{arm.name} seed {seed}",
-                                  position=job.position)
+    def on_samples(rows: list[dict]) -> None:
+        samples.extend({"seed": seed, **r} for r in rows)
+
+    callback = CheckpointCallback(cfg.checkpoint_steps(), on_checkpoint, on_log, label=f"{arm.name} seed {seed}")
+    device = resolve_device(ctx.params.common.device)
     with tempfile.TemporaryDirectory(prefix=f"dcv-{arm.name}-scratch-") as scratch:
-        arm.train(TrainJob(model, tok, job.inputs["train"], cfg, seed, resolve_device(job.device), Path(scratch),
-                           callback, lambda rows: on_samples([{"seed": seed, **r} for r in rows]), job.inputs))
+        arm.train(TrainJob(model, tok, inputs["train"], cfg, seed, device, Path(scratch), callback, on_samples,
+                           inputs))
     if not is_main_process():
         return {}
     if not saved or saved[-1] != cfg.max_steps:
         raise RuntimeError(f"{arm.name} seed {seed}: training stopped at step {saved[-1] if saved else 0}, "
                            f"not {cfg.max_steps}")
-    final = out / layout.final_dir(arm.name, seed).relative_to(layout.arm_dir(arm.name))
+    final = out / ctx.layout.final_dir(arm.name, seed).relative_to(ctx.layout.arm_dir(arm.name))
     shutil.copytree(rel(cfg.max_steps), final)  # final/ = the last checkpoint
     return {"wall_s": round(time.perf_counter() - t0, 2), "checkpoint_steps": saved, "last_logs": last_logs}
-
-
-def _no_setup() -> dict:
-    return {}
-
-
-def _train_in_worker(job: SeedJob) -> tuple[dict, list, list]:
-    """One seed in a worker process: its checkpoints written into the arm's out; its training logs and sampled
-    completions returned for the stage's MLflow run, which only the stage's own process writes to."""
-    logs: list[tuple[int, dict]] = []
-    samples: list[dict] = []
-    result = train_seed(job, lambda step, d: logs.append((step, d)), samples.extend)
-    print(f"{job.arm}: seed {job.seed} trained, {result['wall_s']:.0f} s", flush=True)
-    return result, logs, samples
 
 
 def base_fields(base_dir: Path, main: bool) -> dict:
@@ -258,7 +224,6 @@ def base_fields(base_dir: Path, main: bool) -> dict:
 
 def run(ctx: StageContext, arm, inputs: dict) -> dict:
     from dcv.models import load_model, resolve_device
-    from stages.workers import run_units, worker_threads
 
     t0 = time.perf_counter()
     cfg, common = getattr(ctx.params, arm.name), ctx.params.common
@@ -273,29 +238,15 @@ def run(ctx: StageContext, arm, inputs: dict) -> dict:
     samples: list[dict] = []
     per_seed: dict[int, dict] = {}
     arm_dir = ctx.layout.arm_dir(arm.name)
-    device = str(resolve_device(common.device))
-    workers = min(common.workers, len(common.seeds)) if device == "cpu" and not common.launch.enabled else 1
-    job = lambda seed, out: SeedJob(arm.name, cfg, seed, worker_threads(common.torch_threads, workers), device,  # noqa: E731
-                                    ctx.root, Path(out), inputs, marker_base)
     if not is_main_process():  # the other ranks of a distributed launch only train alongside, and write nothing
         with tempfile.TemporaryDirectory(prefix=f"dcv-{arm.name}-rank-") as out:
             for seed in common.seeds:
-                train_seed(job(seed, out), lambda *a: None, lambda rows: None)
+                train_seed(ctx, arm, seed, Path(out), inputs, marker_base, samples)
         return {}
     with io.atomic_dir(arm_dir) as out:
-        if workers > 1:  # seeds side by side (stages.workers); their logs reach MLflow as each seed ends
-            jobs = [dataclasses.replace(job(s, out), position=i) for i, s in enumerate(common.seeds)]
-            results = run_units(_train_in_worker, jobs, workers,
-                                worker_threads(common.torch_threads, workers), common.seeds[0], _no_setup)
-            for seed, (result, logs, rows) in zip(common.seeds, results):
-                for step, d in logs:
-                    ctx.run.log_step(step, d)
-                per_seed[seed] = result
-                samples.extend(rows)
-        else:
-            for seed in common.seeds:
-                per_seed[seed] = train_seed(job(seed, out), ctx.run.log_step, samples.extend)
-                print(f"{arm.name}: seed {seed} trained, {per_seed[seed]['wall_s']:.0f} s", flush=True)
+        for seed in common.seeds:
+            per_seed[seed] = train_seed(ctx, arm, seed, out, inputs, marker_base, samples)
+            print(f"{arm.name}: seed {seed} trained, {per_seed[seed]['wall_s']:.0f} s", flush=True)
     if samples:
         ctx.run.log_table({k: [s[k] for s in samples] for k in ("seed", "step", "prompt", "completion", "reward")},
                           "completions.json")

@@ -122,72 +122,16 @@ def _load(ctx: StageContext, directory: Path, tokenizers=None):
     return load_model(directory, ctx.params.common.device, ctx.params.circuits.dtype, tokenizers=tokenizers)
 
 
-@dataclass
-class Measured:
-    """One model on one capability: its extraction (None for a study capability measured on the base only), the
-    cached runs, and the study mask's record (None without one) with its seconds."""
-
-    x: object
-    probed: object
-    mask: dict | None
-    mask_seconds: float | None
-    seconds: float
-
-
-def measure_model(model, entry: ModelRef, batches: dict, p, kw: dict, refs: dict, disc: dict, out: Path, root: Path,
-                  study_method) -> dict[str, Measured]:
-    """Every capability of one model: effects, curves and the study's mask, written under `out/<model id>/`."""
-    from dcv.circuits.extract import extract, study_mask
-    from dcv.circuits.patching import probe_model
-
-    res = {}
-    for cap, b in batches.items():
-        t_cap = time.perf_counter()
-        if cap in p.study_capabilities and p.study_effects == "base" and not entry.is_base:
-            x = None  # the study's mask only (below): nothing downstream reads this model's effects here
-            probed = probe_model(model, b)
-        else:
-            x = extract(model, b, base=refs.get(cap), **kw)
-            probed = x.probed
-            record = {**x.record, "split": SCORING_SPLIT}
-            if cap in disc:
-                record["discovery_circuit"] = order_curve(x, disc[cap], p, base=entry.is_base)
-            write_circuit(out, entry, cap, record, root)
-        mask = secs = None
-        if cap in p.study_capabilities:
-            mask = study_mask(probed, study_method, p.heads_per_forward)
-            secs = mask.pop("seconds")  # not in the out: it must be the same bytes on a rerun
-            io.write_json(out / entry.id / "study" / f"{cap}.json",
-                          {"model": entry.id, "capability": cap, "split": SCORING_SPLIT, **mask})
-        res[cap] = Measured(x, probed, mask, secs, time.perf_counter() - t_cap)
-    return res
-
-
-def checkpoint_log(entry: ModelRef, res: dict[str, Measured], k80: dict[str, int | None]) -> dict:
-    """What a fine-tuned model logs to MLflow (at its step): per capability its cpr and F of the base's k80 heads,
-    and the study masks' seconds (`seconds/<cap>`, not logged)."""
-    log: dict[str, float] = {}
-    for cap, m in res.items():
-        if m.mask_seconds is not None:
-            log[f"seconds/{cap}"] = m.mask_seconds
-        if m.x is None:
-            continue
-        bc = m.x.record["base_circuit"]
-        log[f"{entry.arm}/seed-{entry.seed}/{cap}/cpr"] = m.x.record["faithfulness"]["cpr"]
-        if k80.get(cap) is not None and k80[cap] in bc["k"]:
-            log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80[cap])]
-    return log
-
-
 def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
         discovery: dict[str, list[dict]] | None = None) -> dict:
-    from dcv.circuits.extract import BaseReference, k_at, rounded, validate_methods, validate_on_sample
+    from dcv.circuits.extract import (BaseReference, extract, k_at, rounded, study_mask, validate_methods,
+                                      validate_on_sample)
     from dcv.circuits.methods import bind, reference
+    from dcv.circuits.patching import probe_model
     from dcv.models import TokenizerCache
 
     t0 = time.perf_counter()
     p, common = ctx.params.circuits, ctx.params.common
-    checkpoints = [e for e in models if not e.is_base]
     seed_everything(common.seeds[0], common.torch_threads)
     where = {c: f"{PROBES}/{c}.jsonl" for c in caps}
     method, study_method = bind(p.method, p), bind("dbm", p)
@@ -199,41 +143,59 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
     study: dict[str, dict] = {}  # capability -> the base's DBM circuit and the seconds of every model's fit
     tokenizers = TokenizerCache()  # the checkpoints save the base's tokenizer again: loaded once
     with io.atomic_dir(ctx.layout.circuits) as out:
-        (base_entry,) = [e for e in models if e.is_base]
-        t_model = time.perf_counter()
-        model, tok = _load(ctx, base_entry.dir, tokenizers)
-        if p.batch_size == "auto":  # chosen once, on the base, for every model
-            p = p.model_copy(update={"batch_size": fitted_batch_size(model, tok, caps, p, kw)})
-            print(f"extract-circuits: circuits.batch_size auto: {p.batch_size} pairs", flush=True)
-        batches = encode(tok, caps, p.batch_size, where)
-        if discovery is not None:
-            disc = discover(out, model, tok, base_entry, discovery, p, kw, ctx.root)
-        res = measure_model(model, base_entry, batches, p, kw, refs, disc, out, ctx.root, study_method)
-        for cap, m in res.items():
-            x, b = m.x, batches[cap]
-            if m.mask is not None:
-                study[cap] = {"seconds": [m.mask_seconds], "base_size": m.mask["size"],
-                              "n_heads": m.mask["n_layers"] * m.mask["n_heads"], "base_f": m.mask["f"]}
-            refs[cap] = BaseReference(x.probed, x.curve.order)
-            k80, f80 = k_at(x.curve, TARGET)
-            per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
-                            "cpr": x.record["faithfulness"]["cpr"], "seconds": round(m.seconds, 3)}
-            if cap in disc:
-                per_cap[cap]["k80_discovery"] = k_at(disc[cap], TARGET)[0]
-            if p.validate_methods and p.validate_heads is not None:
-                per_cap[cap].update(validate_on_sample(x.probed, p.validate_heads, k80 or 1, p))
-            elif p.validate_methods:
-                ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
-                per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
-        print(f"extract-circuits: {base_entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s",
-              flush=True)
-        k80 = {c: v["k80"] for c, v in per_cap.items()}
-        model = res = None  # free the base's model before the next loads (refs keep its cached runs)
-        for entry in checkpoints:
-            log = measure_checkpoint(ctx, entry, p, kw, caps, where, refs, disc, out, study_method, tokenizers, k80)
-            for cap in [k.removeprefix("seconds/") for k in log if k.startswith("seconds/")]:
-                study[cap]["seconds"].append(log.pop(f"seconds/{cap}"))
-            ctx.run.log_step(entry.step, log)
+        for entry in models:
+            t_model = time.perf_counter()
+            model, tok = _load(ctx, entry.dir, tokenizers)
+            if p.batch_size == "auto":  # chosen once, on the base, for every model
+                p = p.model_copy(update={"batch_size": fitted_batch_size(model, tok, caps, p, kw)})
+                print(f"extract-circuits: circuits.batch_size auto: {p.batch_size} pairs", flush=True)
+            batches = encode(tok, caps, p.batch_size, where)
+            if entry.is_base and discovery is not None:
+                disc = discover(out, model, tok, entry, discovery, p, kw, ctx.root)
+            log: dict[str, float] = {}
+            for cap, b in batches.items():
+                t_cap = time.perf_counter()
+                if cap in p.study_capabilities and p.study_effects == "base" and not entry.is_base:
+                    x = None  # the study's mask only (below): nothing downstream reads this model's effects here
+                    probed = probe_model(model, b)
+                else:
+                    x = extract(model, b, base=refs.get(cap), **kw)
+                    probed = x.probed
+                    record = {**x.record, "split": SCORING_SPLIT}
+                    if cap in disc:
+                        record["discovery_circuit"] = order_curve(x, disc[cap], p, base=entry.is_base)
+                    write_circuit(out, entry, cap, record, ctx.root)
+                if cap in p.study_capabilities:
+                    mask = study_mask(probed, study_method, p.heads_per_forward)
+                    secs = mask.pop("seconds")  # not in the out: it must be the same bytes on a rerun
+                    io.write_json(out / entry.id / "study" / f"{cap}.json",
+                                  {"model": entry.id, "capability": cap, "split": SCORING_SPLIT, **mask})
+                    st = study.setdefault(cap, {"seconds": []})
+                    st["seconds"].append(secs)
+                    if entry.is_base:
+                        st.update(base_size=mask["size"], n_heads=mask["n_layers"] * mask["n_heads"], base_f=mask["f"])
+                if entry.is_base:
+                    refs[cap] = BaseReference(x.probed, x.curve.order)
+                    k80, f80 = k_at(x.curve, TARGET)
+                    per_cap[cap] = {"k80": k80, "f_at_k80": rounded(f80), "n_heads": x.probed.shape[0] * x.probed.shape[1],
+                                    "cpr": x.record["faithfulness"]["cpr"], "seconds": round(time.perf_counter() - t_cap, 3)}
+                    if cap in disc:
+                        per_cap[cap]["k80_discovery"] = k_at(disc[cap], TARGET)[0]
+                    if p.validate_methods and p.validate_heads is not None:
+                        per_cap[cap].update(validate_on_sample(x.probed, p.validate_heads, k80 or 1, p))
+                    elif p.validate_methods:
+                        ref = x.effects if method.method.reference else reference(p)(model, b, probed=x.probed)
+                        per_cap[cap].update(validate_methods(x.probed, ref, k80 or 1, p))
+                elif x is not None:
+                    bc = x.record["base_circuit"]
+                    k80 = per_cap[cap]["k80"]
+                    log[f"{entry.arm}/seed-{entry.seed}/{cap}/cpr"] = x.record["faithfulness"]["cpr"]
+                    if k80 is not None and k80 in bc["k"]:
+                        log[f"{entry.arm}/seed-{entry.seed}/{cap}/base_circuit_f_at_k80"] = bc["f"][bc["k"].index(k80)]
+            if not entry.is_base:
+                ctx.run.log_step(entry.step, log)
+            model = x = probed = None  # free the model before the next loads: the last Extraction holds it and its caches too
+            print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
         index = {e.id: {"model_dir": ctx.layout.rel(e.dir), "arm": e.arm, "seed": e.seed, "step": e.step,
                         "final": e.final} for e in models}
         io.write_json(out / "index.json", {"method": p.method, "capabilities": sorted(caps), "models": index,
@@ -245,18 +207,6 @@ def run(ctx: StageContext, caps: dict[str, list[dict]], models: list[ModelRef],
                              "seconds_per_model": round(sum(st["seconds"]) / len(st["seconds"]), 3)}
                          for c, st in study.items()}}
     return ctx.finish(metrics, t0, ctx.layout.metrics("extract-circuits"), [(ctx.layout.circuits, "circuits")])
-
-
-def measure_checkpoint(ctx: StageContext, entry: ModelRef, p, kw: dict, caps: dict, where: dict, refs: dict,
-                       disc: dict, out: Path, study_method, tokenizers, k80: dict) -> dict:
-    """One fine-tuned model: its files written, its MLflow log returned."""
-    t_model = time.perf_counter()
-    model, tok = _load(ctx, entry.dir, tokenizers)
-    batches = encode(tok, caps, p.batch_size, where)
-    log = checkpoint_log(entry, measure_model(model, entry, batches, p, kw, refs, disc, out, ctx.root, study_method),
-                         k80)
-    print(f"extract-circuits: {entry.id}: {len(caps)} capabilities, {time.perf_counter() - t_model:.1f} s", flush=True)
-    return log
 
 
 def check_inputs(root: Path, arms: list[str], seeds: list[int], batch_size: int,

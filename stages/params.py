@@ -47,7 +47,6 @@ class CommonParams(_Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the fine-tuning arms and everything downstream.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run; auto = cuda when available.")
     torch_threads: int = Field(2, ge=0, le=512, description="CPU threads for torch (0 = torch's default). Part of the params because CPU results may depend on it.")
-    workers: int = Field(3, ge=1, le=64, description="On CPU: processes in which an arm trains its seeds side by side, each with max(1, torch_threads // workers) threads (results depend on it as on torch_threads); 1 = the stage's own process. On CUDA, or under common.launch, one process.")
     experiment: str = Field("dcv", min_length=1, description="MLflow experiment that holds this pipeline's runs.")
     launch: LaunchParams = Field(default_factory=LaunchParams, description="Multi-process training of the arms (accelerate).")
 

@@ -18,7 +18,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 # Small enough to pretrain in seconds; the same code path as the default.
 TINY = {
-    "common": {"seeds": [0], "device": "cpu", "torch_threads": 1, "workers": 1, "experiment": "dcv-test"},
+    "common": {"seeds": [0], "device": "cpu", "torch_threads": 1, "experiment": "dcv-test"},
     "data": {
         "n_validation": 12,
         "probes": {"n_pairs": 8, "n_protection": 8, "n_discovery": 8, "n_forgetting": 8},

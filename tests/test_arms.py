@@ -384,35 +384,6 @@ def test_same_seed_twice_gives_identical_bytes(armdir: Path, arm: str):
 
 
 @pytest.mark.slow
-def test_seeds_side_by_side_give_the_bytes_of_one_process(armdir: Path):
-    """common.workers 2: the two seeds train in spawned processes (stages.workers), each with torch_threads // 2
-    threads, at least 1 (here 1, as in one process with torch_threads 1): the same checkpoints, metrics and sampled
-    completions as one process, and both seeds' training curves in the stage's MLflow run."""
-    import mlflow
-
-    def run(workers: int) -> tuple[dict, dict, dict]:
-        _params(armdir, {"common": {"seeds": [0, 1], "workers": workers}})
-        _stage("rl")
-        m = json.loads((armdir / "metrics/rl.json").read_text())
-        m.pop("wall_s")
-        for s in m["seeds"].values():
-            s.pop("wall_s")
-        client = mlflow.tracking.MlflowClient(f"sqlite:///{armdir / 'mlflow.db'}")
-        run = client.search_runs([client.get_experiment_by_name("dcv-test").experiment_id],
-                                 "tags.`dcv.stage` = 'rl'", order_by=["attributes.start_time DESC"])[0]
-        curves = {k: [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, k)]
-                  for k in ("seed-0/train/loss", "seed-1/train/reward")}
-        table = json.loads(Path(client.download_artifacts(run.info.run_id, "completions.json", str(armdir))).read_text())
-        return _tree_bytes(armdir / "models/rl"), m, {**curves, "table": table}
-
-    side_by_side = run(2)
-    shutil.rmtree(armdir / "models/rl")
-    one = run(1)
-    assert side_by_side[0] == one[0] and side_by_side[1] == one[1] and side_by_side[2] == one[2]
-    assert len(one[2]["seed-1/train/reward"]) == 3 and {r[0] for r in one[2]["table"]["data"]} == {0, 1}
-
-
-@pytest.mark.slow
 def test_rl_sft_continues_the_sft_checkpoint_of_its_seed(armdir: Path):
     """rl_sft starts from sft's checkpoint init_step (3) of the same seed: with a learning rate too small to move
     the weights, its final model is that checkpoint, not the base; its marker names the start. Without sft's

@@ -19,7 +19,7 @@ SHARED = REPO.parent / "shared" / "data"
 QWEN, SCIKNOWEVAL = SHARED / "qwen-tokenizer", SHARED / "sciknoweval-chem-l3"
 
 SHRINK = {  # the study's profile, then these: one seed, two steps, tiny probe splits, the tiny model
-    "common.seeds": [0], "common.device": "cpu", "common.torch_threads": 1, "common.workers": 1, "common.experiment": "dcv-test",
+    "common.seeds": [0], "common.device": "cpu", "common.torch_threads": 1, "common.experiment": "dcv-test",
     "data.capabilities": ["ioi", "mcqa"],  # all six are built and checked by tests/test_templates.py
     "data.n_validation": 12, "data.probes.n_pairs": 8, "data.probes.n_protection": 8, "data.probes.n_discovery": 8,
     "data.probes.n_forgetting": 8, "data.target.subsets": ["molecular_property_calculation", "balancing_chemical_equation"],

@@ -96,9 +96,8 @@ class CheckpointCallback(TrainerCallback):
     """
 
     def __init__(self, steps: list[int], on_checkpoint: Callable[[int, object, dict | None], None],
-                 on_log: LogFn | None = None, label: str = "train", position: int | None = None):
+                 on_log: LogFn | None = None, label: str = "train"):
         self.steps = set(steps)
-        self.position = position  # the bar's line when trainings run side by side (tqdm's position)
         self.on_checkpoint = on_checkpoint
         self.on_log_fn = on_log
         self.label = label
@@ -120,8 +119,7 @@ class CheckpointCallback(TrainerCallback):
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, desc=self.label, unit="step", mininterval=2.0, dynamic_ncols=True,
-                            position=self.position)
+            self.bar = tqdm(total=state.max_steps, desc=self.label, unit="step", mininterval=2.0, dynamic_ncols=True)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
