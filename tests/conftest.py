@@ -84,3 +84,44 @@ def make_repo(dest: Path, overrides: dict | None = None) -> Path:
 def run(cmd: list[str], cwd: Path, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", **kw.pop("env", {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory, request) -> Path:
+    """A tiny git + DVC repository (`make_repo`, TINY params) after `dvc repro base`: prepare-data and base, built
+    once per test session, across pytest-xdist workers (a file lock in their common temporary directory). Tests
+    take copies (`copy_repo`); nothing writes into it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # a pytest-xdist worker: the workers share the parent directory
+        root = root.parent
+    dest, done = root / "built-repo", root / "built-repo.done"
+    with FileLock(str(root / "built-repo.lock")):
+        if not done.is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            make_repo(dest)
+            r = run(["dvc", "repro", "base"], dest)
+            assert r.returncode == 0, r.stdout + r.stderr
+            ran = {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
+            assert ran == {"prepare-data", "base"}, r.stdout
+            done.touch()
+    return dest
+
+
+def copy_repo(src: Path, dest: Path, overrides: dict | None = None) -> Path:
+    """A copy of a built repository (git, DVC cache, outs, dvc.lock) with its own, empty MLflow store (the
+    experiment's artifact location in the store is an absolute path into `src`), params rewritten with
+    `overrides`; DVC reruns only the stages whose params those touch."""
+
+    def ignore(d: str, names: list[str]) -> set[str]:
+        here = Path(d)
+        if here == src:
+            return {"mlflow.db", "mlartifacts"} & set(names)
+        return {"tmp"} & set(names) if here == src / ".dvc" else set()
+
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+    if overrides:
+        write_params(dest / "params.yaml", overrides)
+    return dest
+

@@ -477,17 +477,18 @@ def test_bad_target_input_is_one_line_and_writes_nothing(armdir: Path, arm: str,
 
 
 @pytest.mark.slow
-def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp_path: Path):
-    """One tiny DVC pipeline up to extract-circuits: a second repro runs nothing; a circuits key reruns only the
-    extraction; an sft-only key sft and rl_sft (which continues sft), a protect-only key only protect. Every arm feeds
-    extract-circuits (it depends on `models`), protect and rl_sft too though `common.arms` leaves them out."""
+def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(built_repo: Path, tmp_path: Path):
+    """One tiny DVC pipeline up to extract-circuits, from a copy of the session's built prepare-data and base (whose
+    params these keys do not touch, so they do not rerun): a second repro runs nothing; a circuits key reruns only
+    the extraction; an sft-only key sft and rl_sft (which continues sft), a protect-only key only protect. Every arm
+    feeds extract-circuits (it depends on `models`), protect and rl_sft too though `common.arms` leaves them out."""
     import yaml
 
-    from tests.conftest import make_repo, run
+    from tests.conftest import copy_repo, run
 
     circuits = {"circuits": {"batch_size": 8, "heads_per_forward": 8, "eap_ig_steps": 3},
                 "common": {"arms": ["sft", "rl"]}, "dcv": {"pairs": [["sft", "rl"]]}}
-    repo = make_repo(tmp_path / "repo", {**TINY_ARMS, **circuits})
+    repo = copy_repo(built_repo, tmp_path / "repo", {**TINY_ARMS, **circuits})
 
     def repro(*targets: str) -> set[str]:
         r = run(["dvc", "repro", *targets], repo)
@@ -504,7 +505,7 @@ def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(tmp
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     arms = ("sft", "rl", "protect", "rl_sft")
-    assert repro("extract-circuits") == {"prepare-data", "base", *arms, "extract-circuits"}
+    assert repro("extract-circuits") == {*arms, "extract-circuits"}
     assert (repo / "models/sft/seed-0/final/model.safetensors").is_file()
     assert (repo / "models/rl/seed-0/checkpoints/step-3/model.safetensors").is_file()
     assert (repo / "models/protect/seed-0/checkpoints/step-6/model.safetensors").is_file()

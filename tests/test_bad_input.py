@@ -23,7 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from tests.conftest import REPO, TINY, deep_update, make_repo, write_params
+from tests.conftest import REPO, TINY, copy_repo, deep_update, write_params
 
 SEED_MAX = 2**32 - 1
 
@@ -75,14 +75,12 @@ def _dcv(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """prepare-data and base once (tiny world, subprocesses); tests work on copies."""
-    d = tmp_path_factory.mktemp("built")
-    write_params(d / "params.yaml")
-    for stage in ("prepare-data", "base"):
-        p = _dcv(["stage", stage], d)
-        out, _ = p.communicate(timeout=600)
-        assert p.returncode == 0, out
+def built(built_repo: Path, tmp_path_factory) -> Path:
+    """The session's prepare-data and base (conftest `built_repo`) with an empty MLflow store, less its copy of the
+    code (the stages run this repository's); tests work on copies."""
+    d = copy_repo(built_repo, tmp_path_factory.mktemp("built") / "project")
+    for code in ("dcv", "stages"):
+        shutil.rmtree(d / code)
     return d
 
 
@@ -502,13 +500,13 @@ def test_check_passes_on_the_repository_params():
 
 
 @pytest.mark.slow
-def test_check_then_repro_leaves_the_outs_when_a_key_is_missing(tmp_path: Path):
+def test_check_then_repro_leaves_the_outs_when_a_key_is_missing(built_repo: Path, tmp_path: Path):
     """The user's case: `common.torch_threads` deleted. `dvc repro` alone removes models/base first; `make run`'s
     `dcv check && dvc repro` stops before DVC starts."""
-    repo = make_repo(tmp_path / "repo")
+    repo = copy_repo(built_repo, tmp_path / "repo")
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     r = subprocess.run(["dvc", "repro", "base"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 0 and "Running stage" not in r.stdout, r.stdout + r.stderr
     before = _snapshot(repo / "models") | {"metrics/base.json": (repo / "metrics/base.json").stat().st_mtime_ns}
     _edit(repo / "params.yaml", lambda p: p["common"].pop("torch_threads"))
     r = subprocess.run(f"{sys.executable} -m stages.cli check && dvc repro", shell=True, cwd=repo, env=env,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_repo, run
+from tests.conftest import copy_repo, make_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,9 @@ def _tree_bytes(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-def test_repro_caches_and_reruns_only_what_changed(tmp_path: Path):
-    repo = make_repo(tmp_path / "repo")
-    assert _ran(_repro(repo, "base")) == {"prepare-data", "base"}
+def test_repro_caches_and_reruns_only_what_changed(built_repo: Path, tmp_path: Path):
+    """`built_repo` ran prepare-data and base (checked there); in a copy a second repro runs nothing."""
+    repo = copy_repo(built_repo, tmp_path / "repo")
     assert _ran(_repro(repo, "base")) == set()  # a second repro runs nothing
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["probes"]["n_pairs"] = 10  # probe-only key: prepare-data reruns, base does not
@@ -48,10 +48,9 @@ def test_repro_caches_and_reruns_only_what_changed(tmp_path: Path):
     assert _ran(_repro(repo, "base")) == {"base"}
 
 
-def test_same_params_and_seed_give_identical_bytes(tmp_path: Path):
-    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
-    for repo in (a, b):
-        _repro(repo, "base")
+def test_same_params_and_seed_give_identical_bytes(built_repo: Path, tmp_path: Path):
+    a, b = built_repo, make_repo(tmp_path / "b")
+    _repro(b, "base")
     assert _tree_bytes(a / "models/base") == _tree_bytes(b / "models/base")
     assert _tree_bytes(a / "data/prepared") == _tree_bytes(b / "data/prepared")
     ma, mb = (json.loads((r / "metrics/base.json").read_text()) for r in (a, b))
@@ -59,9 +58,9 @@ def test_same_params_and_seed_give_identical_bytes(tmp_path: Path):
     assert ma == mb
 
 
-def test_sigkill_mid_training_leaves_no_result(tmp_path: Path):
-    repo = make_repo(tmp_path / "repo", {"base": {"train": {"steps": 4000, "log_every": 10, "eval_every": 4000}}})
-    _repro(repo, "prepare-data")
+def test_sigkill_mid_training_leaves_no_result(built_repo: Path, tmp_path: Path):
+    repo = copy_repo(built_repo, tmp_path / "repo", {"base": {"train": {"steps": 4000, "log_every": 10,
+                                                                        "eval_every": 4000}}})
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     proc = subprocess.Popen(["dvc", "repro", "base"], cwd=repo, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

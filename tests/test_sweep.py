@@ -163,15 +163,17 @@ MAKE_ARMS = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_queued_experiments_in_a_dvc_repo_make_a_sweep_report(tmp_path: Path):
-    """A tiny pipeline (prepare-data, base, stand-in arms whose weight noise grows with the learning rate, and the
-    real evaluate-forgetting, extract-circuits and score-dcv), two queued experiments at two learning rates, run by
-    DVC's queue, then `dcv sweep report` on `dvc exp show --json`."""
-    from tests.conftest import make_repo, run
+def test_queued_experiments_in_a_dvc_repo_make_a_sweep_report(built_repo: Path, tmp_path: Path):
+    """A tiny pipeline (prepare-data and base, copied from the session's built repository, stand-in arms whose
+    weight noise grows with the learning rate, and the real evaluate-forgetting, extract-circuits and score-dcv),
+    two queued experiments at two learning rates, run by DVC's queue, then `dcv sweep report` on
+    `dvc exp show --json`."""
+    from tests.conftest import copy_repo, run
 
-    repo = make_repo(tmp_path / "repo", {"common": {"arms": ["sft", "rl"], "seeds": [0]},
-                                         "dcv": {"pairs": [["sft", "rl"]], "n_bootstrap": 50},
-                                         "circuits": {"batch_size": 8, "heads_per_forward": 8, "validate": False}})
+    repo = copy_repo(built_repo, tmp_path / "repo", {"common": {"arms": ["sft", "rl"], "seeds": [0]},
+                                                     "dcv": {"pairs": [["sft", "rl"]], "n_bootstrap": 50},
+                                                     "circuits": {"batch_size": 8, "heads_per_forward": 8,
+                                                                  "validate": False}})
     (repo / "make_arms.py").write_text(MAKE_ARMS)
     dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
     keep = {k: v for k, v in dvc["stages"].items()
@@ -182,9 +184,9 @@ def test_queued_experiments_in_a_dvc_repo_make_a_sweep_report(tmp_path: Path):
     dvc["stages"] = keep
     dvc.pop("plots", None)
     (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
-    # the stages no experiment changes run once, here: the queued runs restore them from the cache
+    # the stages no experiment changes ran once, in the built repository: the queued runs restore them from the cache
     r = run(["dvc", "repro", "prepare-data", "base"], repo)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 0 and "Running stage" not in r.stdout, r.stdout + r.stderr
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "sweep"]):
         assert run(cmd, repo).returncode == 0
     for i, lr in enumerate((1e-4, 6e-4)):
