@@ -124,4 +124,3 @@ def copy_repo(src: Path, dest: Path, overrides: dict | None = None) -> Path:
     if overrides:
         write_params(dest / "params.yaml", overrides)
     return dest
-
