@@ -81,6 +81,11 @@ def make_repo(dest: Path, overrides: dict | None = None) -> Path:
     return dest
 
 
+def ran_stages(stdout: str) -> set[str]:
+    """The stages a `dvc repro` ran, from its output."""
+    return {line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")}
+
+
 def run(cmd: list[str], cwd: Path, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", **kw.pop("env", {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
@@ -103,8 +108,7 @@ def built_repo(tmp_path_factory, request) -> Path:
             make_repo(dest)
             r = run(["dvc", "repro", "base"], dest)
             assert r.returncode == 0, r.stdout + r.stderr
-            ran = {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
-            assert ran == {"prepare-data", "base"}, r.stdout
+            assert ran_stages(r.stdout) == {"prepare-data", "base"}, r.stdout
             done.touch()
     return dest
 

@@ -484,7 +484,7 @@ def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(bui
     feeds extract-circuits (it depends on `models`), protect and rl_sft too though `common.arms` leaves them out."""
     import yaml
 
-    from tests.conftest import copy_repo, run
+    from tests.conftest import copy_repo, ran_stages, run
 
     circuits = {"circuits": {"batch_size": 8, "heads_per_forward": 8, "eap_ig_steps": 3},
                 "common": {"arms": ["sft", "rl"]}, "dcv": {"pairs": [["sft", "rl"]]}}
@@ -493,7 +493,7 @@ def test_dvc_runs_the_arms_and_extraction_and_reruns_only_what_an_edit_feeds(bui
     def repro(*targets: str) -> set[str]:
         r = run(["dvc", "repro", *targets], repo)
         assert r.returncode == 0, r.stdout + r.stderr
-        return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
+        return ran_stages(r.stdout)
 
     def edit(section: str, key: str, value) -> None:
         params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_repo, make_repo, run
+from tests.conftest import copy_repo, make_repo, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,6 @@ def _repro(repo: Path, *targets: str) -> str:
     return r.stdout
 
 
-def _ran(out: str) -> set[str]:
-    return {l.split("'")[1] for l in out.splitlines() if l.startswith("Running stage")}
-
-
 def _tree_bytes(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
@@ -37,15 +33,15 @@ def _tree_bytes(d: Path) -> dict[str, bytes]:
 def test_repro_caches_and_reruns_only_what_changed(built_repo: Path, tmp_path: Path):
     """`built_repo` ran prepare-data and base (checked there); in a copy a second repro runs nothing."""
     repo = copy_repo(built_repo, tmp_path / "repo")
-    assert _ran(_repro(repo, "base")) == set()  # a second repro runs nothing
+    assert ran_stages(_repro(repo, "base")) == set()  # a second repro runs nothing
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["probes"]["n_pairs"] = 10  # probe-only key: prepare-data reruns, base does not
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_repro(repo, "base")) == {"prepare-data"}
+    assert ran_stages(_repro(repo, "base")) == {"prepare-data"}
     assert len((repo / "data/prepared/probes/ioi.jsonl").read_text().splitlines()) == 10
     params["base"]["train"]["lr"] = 0.002  # a base key: only base reruns
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_repro(repo, "base")) == {"base"}
+    assert ran_stages(_repro(repo, "base")) == {"base"}
 
 
 def test_same_params_and_seed_give_identical_bytes(built_repo: Path, tmp_path: Path):
@@ -78,5 +74,5 @@ def test_sigkill_mid_training_leaves_no_result(built_repo: Path, tmp_path: Path)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["base"]["train"]["steps"] = 20
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_repro(repo, "base")) == {"base"}
+    assert ran_stages(_repro(repo, "base")) == {"base"}
     assert (repo / "models/base/model.safetensors").is_file()

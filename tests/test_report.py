@@ -146,7 +146,7 @@ def test_dvc_reruns_only_what_a_param_feeds(tmp_path: Path, monkeypatch):
     evaluate-forgetting and report. `dvc plots show` renders the curves."""
     import yaml
 
-    from tests.conftest import make_repo, run
+    from tests.conftest import make_repo, ran_stages, run
 
     repo = make_repo(tmp_path / "repo", {"common": {"seeds": [0, 1], "arms": ["sft", "rl"]},
                                          "dcv": {"n_bootstrap": 50, "pairs": [["sft", "rl"]]}})
@@ -160,7 +160,7 @@ def test_dvc_reruns_only_what_a_param_feeds(tmp_path: Path, monkeypatch):
     def repro() -> set[str]:
         r = run(["dvc", "repro"], repo)
         assert r.returncode == 0, r.stdout + r.stderr
-        return {l.split("'")[1] for l in r.stdout.splitlines() if l.startswith("Running stage")}
+        return ran_stages(r.stdout)
 
     def edit(section: str, key: str, value) -> None:
         p = yaml.safe_load((repo / "params.yaml").read_text())
